@@ -1,0 +1,92 @@
+"""MAE reconstruction loss (He et al., "Masked Autoencoders Are Scalable Vision Learners", CVPR 2022).
+
+Images are cut into non-overlapping p×p patches; each patch is flattened in (row, col, channel)
+order, the layout of the decoder's prediction head. The loss is the per-patch mean squared error,
+averaged over the masked (removed) patches only.
+"""
+
+import torch
+from torch import Tensor
+
+from solo_ext.losses import full_precision
+
+
+def _grid_size(height: int, width: int, patch_size: int) -> int:
+    if height != width or height % patch_size != 0:
+        raise ValueError(
+            f"images must be square with a side divisible by patch_size={patch_size}, got {height}x{width}"
+        )
+    return height // patch_size
+
+
+def patchify(imgs: Tensor, patch_size: int) -> Tensor:
+    """Cut images into flattened patches.
+
+    Args:
+        imgs: (N, C, H, W) with H == W and H divisible by ``patch_size``.
+        patch_size: side p of a square patch.
+
+    Returns:
+        (N, L, p*p*C) with L = (H/p)², patches in row-major order, each flattened as (row, col, channel).
+    """
+    n, c, h, w = imgs.shape
+    g = _grid_size(h, w, patch_size)
+    x = imgs.reshape(n, c, g, patch_size, g, patch_size)
+    x = torch.einsum("nchpwq->nhwpqc", x)
+    return x.reshape(n, g * g, patch_size * patch_size * c)
+
+
+def unpatchify(x: Tensor, patch_size: int, channels: int = 3) -> Tensor:
+    """Inverse of :func:`patchify`.
+
+    Args:
+        x: (N, L, p*p*C) with L a perfect square.
+        patch_size: side p of a square patch.
+        channels: C.
+
+    Returns:
+        (N, C, H, W) with H = W = p·sqrt(L).
+    """
+    n, num_patches, patch_dim = x.shape
+    g = round(num_patches**0.5)
+    if g * g != num_patches or patch_dim != patch_size * patch_size * channels:
+        raise ValueError(
+            f"cannot unpatchify {tuple(x.shape)} with patch_size={patch_size}, channels={channels}: "
+            "need a square number of patches of size patch_size*patch_size*channels"
+        )
+    x = x.reshape(n, g, g, patch_size, patch_size, channels)
+    x = torch.einsum("nhwpqc->nchpwq", x)
+    return x.reshape(n, channels, g * patch_size, g * patch_size)
+
+
+@full_precision
+def mae_loss_func(
+    imgs: Tensor, pred: Tensor, mask: Tensor, patch_size: int, norm_pix_loss: bool = False
+) -> Tensor:
+    """MAE loss: mean squared error on the masked patches.
+
+    With ``norm_pix_loss`` the target of each patch is normalised by its own statistics,
+    (x - mean) / sqrt(var + 1e-6) with the unbiased variance, as in the MAE paper's best setting.
+
+    Args:
+        imgs: (N, C, H, W) original images.
+        pred: (N, L, p*p*C) decoder predictions in :func:`patchify` layout.
+        mask: (N, L), 1 = removed (the patches the loss is computed on), 0 = visible.
+        patch_size: p.
+        norm_pix_loss: normalise each target patch.
+
+    Returns:
+        0-dim tensor: sum over masked patches of the per-patch MSE divided by the number of masked
+        patches (0 when no patch is masked, rather than 0/0).
+    """
+    target = patchify(imgs, patch_size)
+    if pred.shape != target.shape:
+        raise ValueError(f"pred has shape {tuple(pred.shape)}, the patchified images {tuple(target.shape)}")
+    if mask.shape != target.shape[:2]:
+        raise ValueError(f"mask has shape {tuple(mask.shape)}, expected (N, L) = {tuple(target.shape[:2])}")
+    if norm_pix_loss:
+        mean = target.mean(dim=-1, keepdim=True)
+        var = target.var(dim=-1, keepdim=True)
+        target = (target - mean) / (var + 1.0e-6).sqrt()
+    per_patch = (pred - target).pow(2).mean(dim=-1)
+    return (per_patch * mask).sum() / mask.sum().clamp_min(1)
