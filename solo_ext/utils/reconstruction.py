@@ -1,0 +1,128 @@
+"""MAE reconstruction pictures (He et al., "Masked Autoencoders Are Scalable Vision Learners", CVPR 2022).
+
+One row per image: the original, the encoder's input (removed patches grey), and the decoder's
+reconstruction with the visible patches pasted back, as in the MAE paper's figures.
+"""
+
+from __future__ import annotations
+
+import textwrap
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, ImageDraw, ImageFont
+from torch import Tensor
+
+from solo_ext.losses.mae import patchify, unpatchify
+from solo_ext.utils.diagnostics import atomic_output
+
+# Same epsilon as the norm_pix_loss target, (x - mean) / sqrt(var + eps), so that the inverse
+# reproduces the original patch exactly.
+NORM_PIX_EPS = 1.0e-6
+
+# The value (on 0..255) that removed patches are painted with in the masked-input column.
+MASKED_GREY = 128
+
+
+def _to_uint8(pixels: Tensor) -> Tensor:
+    """(N, 3, H, W) in [0, 1] -> (N, H, W, 3) uint8."""
+    return (pixels.clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1)
+
+
+@torch.no_grad()
+def reconstruction_grid(
+    imgs: Tensor,
+    pred: Tensor,
+    mask: Tensor,
+    patch_size: int,
+    mean: Sequence[float],
+    std: Sequence[float],
+    norm_pix_loss: bool,
+    padding: int = 2,
+) -> np.ndarray:
+    """Picture of MAE reconstructions: original | masked input | reconstruction, one row per image.
+
+    With ``norm_pix_loss`` the decoder predicts each patch normalised by its own mean and variance,
+    so a prediction has no absolute colour. It is de-normalised here with the mean and unbiased
+    variance of the ORIGINAL (target) patch, the usual MAE visualisation. That hands the picture
+    each masked patch's true mean colour and contrast: it shows structure, not how well those
+    statistics were predicted. It is a picture, not a metric.
+
+    Args:
+        imgs: (N, 3, H, W) images normalised with ``mean``/``std`` (what the encoder saw).
+        pred: (N, L, p*p*3) decoder predictions in ``solo_ext.losses.mae.patchify`` layout, in the
+            normalised image space (per-patch normalised with ``norm_pix_loss``).
+        mask: (N, L), 1 = removed (predicted), 0 = visible.
+        patch_size: p.
+        mean: per-channel mean the images were normalised with.
+        std: per-channel std the images were normalised with.
+        norm_pix_loss: whether ``pred`` is per-patch normalised.
+        padding: white pixels between cells.
+
+    Returns:
+        uint8 array (N*H + (N-1)*padding, 3*W + 2*padding, 3).
+    """
+    imgs = imgs.detach().float().cpu()
+    pred = pred.detach().float().cpu()
+    mask = mask.detach().float().cpu()
+    target = patchify(imgs, patch_size)
+    if pred.shape != target.shape or mask.shape != target.shape[:2]:
+        raise ValueError(
+            f"pred {tuple(pred.shape)} and mask {tuple(mask.shape)} do not fit the patchified images "
+            f"{tuple(target.shape)} (mask must be (N, L))"
+        )
+    if norm_pix_loss:
+        pred = pred * (target.var(dim=-1, keepdim=True) + NORM_PIX_EPS).sqrt() + target.mean(
+            dim=-1, keepdim=True
+        )
+    patch_mask = mask.unsqueeze(-1).expand_as(target)
+    reconstruction = unpatchify(pred * patch_mask + target * (1 - patch_mask), patch_size)
+    removed = unpatchify(patch_mask, patch_size) > 0.5
+
+    channel_mean = torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1)
+    channel_std = torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1)
+    original = _to_uint8(imgs * channel_std + channel_mean)
+    masked_input = original.clone()
+    masked_input[removed.permute(0, 2, 3, 1)] = MASKED_GREY
+    reconstructed = _to_uint8(reconstruction * channel_std + channel_mean)
+
+    n, h, w, _ = original.shape
+    grid = np.full((n * h + (n - 1) * padding, 3 * w + 2 * padding, 3), 255, dtype=np.uint8)
+    for row in range(n):
+        top = row * (h + padding)
+        for col, cells in enumerate((original, masked_input, reconstructed)):
+            left = col * (w + padding)
+            grid[top : top + h, left : left + w] = cells[row].numpy()
+    return grid
+
+
+def save_grid_png(grid: np.ndarray, path: str | Path, caption: str | None = None) -> Path:
+    """Write an (H, W, 3) uint8 picture as a PNG, atomically, with an optional caption strip above.
+
+    The grid's pixels are written unchanged (no resampling); the caption is wrapped to its width.
+
+    Returns:
+        ``path`` as a Path.
+    """
+    if grid.dtype != np.uint8 or grid.ndim != 3 or grid.shape[2] != 3:
+        raise ValueError(f"grid must be an (H, W, 3) uint8 array, got {grid.dtype} {grid.shape}")
+    image = Image.fromarray(grid)
+    if caption:
+        font = ImageFont.load_default()
+        measure = ImageDraw.Draw(image)
+        char_width = max(measure.textlength("M", font=font), 1)
+        lines = textwrap.wrap(caption, width=max(int(grid.shape[1] // char_width), 8))
+        line_height = font.getbbox("Mg")[3] + 2
+        width = max(grid.shape[1], *(int(measure.textlength(line, font=font)) + 4 for line in lines))
+        canvas = Image.new("RGB", (width, line_height * len(lines) + 4 + grid.shape[0]), "white")
+        draw = ImageDraw.Draw(canvas)
+        for i, line in enumerate(lines):
+            draw.text((2, 2 + i * line_height), line, fill="black", font=font)
+        canvas.paste(image, (0, line_height * len(lines) + 4))
+        image = canvas
+    path = Path(path)
+    with atomic_output(path) as tmp:
+        image.save(tmp, format="PNG")
+    return path
