@@ -1,0 +1,98 @@
+"""MAE's lightweight decoder (He et al., "Masked Autoencoders Are Scalable Vision Learners", 2022).
+
+Parameter names follow facebookresearch/mae and solo-learn (``decoder_embed``, ``mask_token``,
+``decoder_pos_embed``, ``decoder_blocks``, ``decoder_norm``, ``decoder_pred``) so full
+checkpoints, decoder included, load by name.
+"""
+
+import math
+
+import torch
+from torch import Tensor, nn
+
+from solo_ext.backbones.pos_embed import get_2d_sincos_pos_embed
+from solo_ext.backbones.vit import (
+    build_blocks,
+    check_divides,
+    check_positive_int,
+    check_sincos_dim,
+    init_mae_weights,
+)
+
+
+class MAEDecoder(nn.Module):
+    """Predicts the pixels of every patch from the encoder's visible tokens.
+
+    Args:
+        in_dim: width of the encoder tokens.
+        embed_dim: decoder width (``method_kwargs.decoder_embed_dim``).
+        depth: decoder blocks (``method_kwargs.decoder_depth``).
+        num_heads: attention heads (``method_kwargs.decoder_num_heads``); must divide embed_dim.
+        num_patches: L, patches of the full image (a square grid).
+        patch_size: p, side of a patch in pixels.
+        in_chans: image channels.
+        mlp_ratio: hidden width of each block's MLP, relative to embed_dim.
+    """
+
+    def __init__(
+        self,
+        in_dim: int,
+        embed_dim: int,
+        depth: int,
+        num_heads: int,
+        num_patches: int,
+        patch_size: int,
+        in_chans: int = 3,
+        mlp_ratio: float = 4.0,
+    ) -> None:
+        super().__init__()
+        check_positive_int("method_kwargs.decoder_embed_dim", embed_dim)
+        check_positive_int("method_kwargs.decoder_depth", depth)
+        check_positive_int("method_kwargs.decoder_num_heads", num_heads)
+        check_divides(
+            "method_kwargs.decoder_num_heads", num_heads, "method_kwargs.decoder_embed_dim", embed_dim
+        )
+        check_sincos_dim("method_kwargs.decoder_embed_dim", embed_dim)
+        grid_size = math.isqrt(max(num_patches, 0))
+        if num_patches <= 0 or grid_size * grid_size != num_patches:
+            raise ValueError(f"num_patches={num_patches!r}: must be a square number of patches")
+
+        self.num_patches = num_patches
+        self.patch_size = patch_size
+        self.in_chans = in_chans
+
+        self.decoder_embed = nn.Linear(in_dim, embed_dim)
+        self.mask_token = nn.Parameter(torch.zeros(1, 1, embed_dim))
+        # frozen Parameter rather than buffer, for the checkpoint name (see MaskedViT.pos_embed)
+        self.decoder_pos_embed = nn.Parameter(
+            get_2d_sincos_pos_embed(embed_dim, grid_size, cls_token=True).unsqueeze(0), requires_grad=False
+        )
+        # plain LayerNorm (eps 1e-5) as in solo-learn's decoder; facebookresearch/mae uses 1e-6,
+        # a difference far below what the loaded weights' precision can show
+        self.decoder_blocks = build_blocks(embed_dim, depth, num_heads, mlp_ratio, True, nn.LayerNorm)
+        self.decoder_norm = nn.LayerNorm(embed_dim)
+        self.decoder_pred = nn.Linear(embed_dim, patch_size * patch_size * in_chans)
+
+        nn.init.normal_(self.mask_token, std=0.02)
+        self.apply(init_mae_weights)
+
+    def forward(self, tokens: Tensor, ids_restore: Tensor) -> Tensor:
+        """Reconstruct all patches.
+
+        Args:
+            tokens: (N, 1 + L_keep, in_dim) encoder output, class token first, kept patches in
+                shuffled order (``MaskedViTOutput.tokens``).
+            ids_restore: (N, L) from the encoder's random masking.
+
+        Returns:
+            pred (N, L, p*p*in_chans), patches in the original row-major order, pixels laid out
+            (row, col, channel) within a patch.
+        """
+        x = self.decoder_embed(tokens)
+        n, num_tokens, dim = x.shape
+        num_masked = ids_restore.shape[1] - (num_tokens - 1)
+        patches = torch.cat([x[:, 1:], self.mask_token.to(x.dtype).expand(n, num_masked, -1)], dim=1)
+        patches = patches.gather(1, ids_restore.unsqueeze(-1).expand(-1, -1, dim))
+        x = torch.cat([x[:, :1], patches], dim=1) + self.decoder_pos_embed
+        x = self.decoder_norm(self.decoder_blocks(x))
+        return self.decoder_pred(x)[:, 1:]

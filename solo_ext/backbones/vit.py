@@ -1,0 +1,323 @@
+"""A ViT encoder that can drop patches, composed of timm parts (MAE, He et al., CVPR 2022).
+
+The parameter names are those of timm's ``VisionTransformer`` and of facebookresearch/mae
+(``cls_token``, ``pos_embed``, ``patch_embed.proj.*``, ``blocks.<i>.*``, ``norm.*``), so their
+checkpoints, and solo-learn's, load by name. Mask convention everywhere: 1 = removed, 0 = kept.
+"""
+
+import difflib
+import inspect
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from functools import partial
+from typing import NamedTuple
+
+import torch
+from timm.layers import PatchEmbed
+from timm.models.vision_transformer import Block
+from torch import Tensor, nn
+
+from solo_ext.backbones.pos_embed import get_2d_sincos_pos_embed
+from solo_ext.utils.errors import ConfigError
+
+# MAE's encoder norm; timm's VisionTransformer uses the same eps
+_LayerNorm = partial(nn.LayerNorm, eps=1e-6)
+
+POOL_MODES = ("cls", "mean")
+
+
+class MaskedViTOutput(NamedTuple):
+    """What :meth:`MaskedViT.forward_features` returns.
+
+    Attributes:
+        tokens: (N, 1 + L_keep, D), class token first, after the final LayerNorm.
+        mask: (N, L) float, 1 = removed, 0 = kept, in the original patch order; None when
+            nothing was masked.
+        ids_restore: (N, L) long, position of each original patch in the shuffled order (what
+            the decoder gathers with); None when nothing was masked.
+        blocks: outputs (N, 1 + L_keep, D) of the requested blocks, before the final norm, in
+            the order they were requested.
+    """
+
+    tokens: Tensor
+    mask: Tensor | None
+    ids_restore: Tensor | None
+    blocks: tuple[Tensor, ...]
+
+
+def check_positive_int(key: str, value: object) -> None:
+    """Raise ConfigError unless ``value`` is an int > 0 (bools are rejected)."""
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise ConfigError(f"{key}={value!r}: must be a positive integer")
+
+
+def check_divides(key: str, divisor: int, of_key: str, value: int) -> None:
+    """Raise ConfigError (naming ``key``) unless ``divisor`` divides ``value``."""
+    if value % divisor != 0:
+        raise ConfigError(f"{key}={divisor!r}: must divide {of_key}={value!r}")
+
+
+def check_sincos_dim(key: str, value: int) -> None:
+    """Raise ConfigError unless ``value`` suits a 2-D sin-cos embedding (a multiple of 4)."""
+    if value % 4 != 0:
+        raise ConfigError(f"{key}={value!r}: must be divisible by 4 (2-D sin-cos positions)")
+
+
+def init_mae_weights(module: nn.Module) -> None:
+    """MAE's initialisation, applied with ``model.apply``: xavier-uniform Linear weights (as the
+    official JAX ViT), zero Linear biases, LayerNorm weight 1 and bias 0."""
+    if isinstance(module, nn.Linear):
+        nn.init.xavier_uniform_(module.weight)
+        if module.bias is not None:
+            nn.init.zeros_(module.bias)
+    elif isinstance(module, nn.LayerNorm):
+        nn.init.ones_(module.weight)
+        nn.init.zeros_(module.bias)
+
+
+def build_blocks(
+    dim: int,
+    depth: int,
+    num_heads: int,
+    mlp_ratio: float,
+    qkv_bias: bool,
+    norm_layer: Callable[[int], nn.Module],
+    drop_path_rate: float = 0.0,
+) -> nn.Sequential:
+    """``depth`` timm Blocks (fused attention left as timm sets it) with stochastic depth rising
+    linearly from 0 to ``drop_path_rate`` over the blocks, as in timm."""
+    # a Python ramp rather than torch.linspace: no tensor is made, so the model can be built on
+    # the meta device
+    drop_paths = [drop_path_rate * i / (depth - 1) for i in range(depth)] if depth > 1 else [0.0]
+    return nn.Sequential(
+        *[
+            Block(dim, num_heads, mlp_ratio, qkv_bias=qkv_bias, drop_path=rate, norm_layer=norm_layer)
+            for rate in drop_paths
+        ]
+    )
+
+
+class MaskedViT(nn.Module):
+    """Vision Transformer encoder that runs on a random subset of its patches.
+
+    ``forward(images)`` gives the stable feature (class token after the final norm, full image).
+    The MAE training path is :meth:`forward_features` with ``mask_ratio > 0``; it also returns the
+    outputs of chosen blocks (what MAGMA's layer-wise graph loss needs) without forward hooks.
+
+    Args:
+        img_size: side of the (square) input image, in pixels.
+        patch_size: side of a patch; must divide ``img_size``.
+        in_chans: input channels.
+        embed_dim: token width D; divisible by ``num_heads`` and by 4 (2-D sin-cos).
+        depth: number of transformer blocks.
+        num_heads: attention heads per block.
+        mlp_ratio: hidden width of each block's MLP, relative to D.
+        qkv_bias: bias in the qkv projection (True in MAE).
+        drop_path_rate: stochastic depth of the last block, in [0, 1).
+    """
+
+    def __init__(
+        self,
+        *,
+        img_size: int = 224,
+        patch_size: int = 16,
+        in_chans: int = 3,
+        embed_dim: int,
+        depth: int,
+        num_heads: int,
+        mlp_ratio: float = 4.0,
+        qkv_bias: bool = True,
+        drop_path_rate: float = 0.0,
+    ) -> None:
+        super().__init__()
+        for key, value in (
+            ("img_size", img_size),
+            ("patch_size", patch_size),
+            ("in_chans", in_chans),
+            ("embed_dim", embed_dim),
+            ("depth", depth),
+            ("num_heads", num_heads),
+        ):
+            check_positive_int(f"backbone.kwargs.{key}", value)
+        check_divides("backbone.kwargs.patch_size", patch_size, "backbone.kwargs.img_size", img_size)
+        check_divides("backbone.kwargs.num_heads", num_heads, "backbone.kwargs.embed_dim", embed_dim)
+        check_sincos_dim("backbone.kwargs.embed_dim", embed_dim)
+        if isinstance(mlp_ratio, bool) or not isinstance(mlp_ratio, int | float) or mlp_ratio <= 0:
+            raise ConfigError(f"backbone.kwargs.mlp_ratio={mlp_ratio!r}: must be a positive number")
+        if not isinstance(qkv_bias, bool):
+            raise ConfigError(f"backbone.kwargs.qkv_bias={qkv_bias!r}: must be true or false")
+        if (
+            isinstance(drop_path_rate, bool)
+            or not isinstance(drop_path_rate, int | float)
+            or not 0 <= drop_path_rate < 1
+        ):
+            raise ConfigError(f"backbone.kwargs.drop_path_rate={drop_path_rate!r}: must be in [0, 1)")
+
+        self.img_size = img_size
+        self.patch_size = patch_size
+        self.embed_dim = embed_dim
+        self.num_features = embed_dim
+        self.depth = depth
+        self.grid_size = img_size // patch_size
+        self.num_patches = self.grid_size**2
+
+        self.patch_embed = PatchEmbed(img_size, patch_size, in_chans, embed_dim)
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, embed_dim))
+        # a frozen Parameter, not a buffer: it keeps timm's state-dict name, and since it never
+        # needs a gradient, DDP with find_unused_parameters=False does not wait for one
+        self.pos_embed = nn.Parameter(
+            get_2d_sincos_pos_embed(embed_dim, self.grid_size, cls_token=True).unsqueeze(0),
+            requires_grad=False,
+        )
+        self.blocks = build_blocks(
+            embed_dim, depth, num_heads, mlp_ratio, qkv_bias, _LayerNorm, drop_path_rate
+        )
+        self.norm = _LayerNorm(embed_dim)
+        self._init_weights()
+
+    def _init_weights(self) -> None:
+        # the patch projection is a Linear on flattened patches: xavier on its 2-D view, as MAE
+        # does (its bias keeps PyTorch's Conv2d default, also as MAE does)
+        weight = self.patch_embed.proj.weight.data
+        nn.init.xavier_uniform_(weight.view(weight.shape[0], -1))
+        # normal(0.02): timm's trunc_normal_(std=0.02) with cutoff 2 is the same in practice
+        nn.init.normal_(self.cls_token, std=0.02)
+        self.apply(init_mae_weights)
+
+    @torch.jit.ignore
+    def no_weight_decay(self) -> set[str]:
+        """Parameter names exempt from weight decay (timm convention)."""
+        return {"cls_token", "pos_embed"}
+
+    @staticmethod
+    def random_masking(x: Tensor, mask_ratio: float) -> tuple[Tensor, Tensor, Tensor]:
+        """Keep a uniformly random subset of tokens per sample (MAE's argsort-of-noise trick).
+
+        Args:
+            x: (N, L, D) patch tokens.
+            mask_ratio: fraction of tokens to remove, in [0, 1).
+
+        Returns:
+            x_kept (N, L_keep, D) with L_keep = int(L * (1 - mask_ratio)), in shuffled order;
+            mask (N, L) float32, 1 = removed, 0 = kept, in the original order;
+            ids_restore (N, L) long, with x_shuffled.gather(1, ids_restore) = original order.
+        """
+        if not 0 <= mask_ratio < 1:
+            raise ValueError(f"mask_ratio={mask_ratio!r}: must be in [0, 1)")
+        n, length, dim = x.shape
+        len_keep = int(length * (1 - mask_ratio))
+        if len_keep < 1:
+            raise ValueError(f"mask_ratio={mask_ratio!r} keeps no patch out of {length}")
+        noise = torch.rand(n, length, device=x.device)
+        ids_shuffle = noise.argsort(dim=1)
+        ids_restore = ids_shuffle.argsort(dim=1)
+        ids_keep = ids_shuffle[:, :len_keep]
+        x_kept = x.gather(1, ids_keep.unsqueeze(-1).expand(-1, -1, dim))
+        # a patch is removed iff its rank in the shuffled order is past the kept prefix
+        mask = (ids_restore >= len_keep).float()
+        return x_kept, mask, ids_restore
+
+    def _block_positions(self, block_indices: Iterable[int]) -> list[int]:
+        positions = []
+        for index in block_indices:
+            if not -self.depth <= index < self.depth:
+                raise IndexError(
+                    f"block index {index} out of range for a ViT with {self.depth} blocks "
+                    f"(valid: {-self.depth} .. {self.depth - 1})"
+                )
+            positions.append(index % self.depth)
+        return positions
+
+    def forward_features(
+        self, x: Tensor, mask_ratio: float = 0.0, block_indices: Sequence[int] = ()
+    ) -> MaskedViTOutput:
+        """Encode images, optionally keeping only a random ``1 - mask_ratio`` of the patches.
+
+        Args:
+            x: (N, C, H, W) images, H = W = img_size.
+            mask_ratio: fraction of patches removed per sample; 0 runs on all patches, unshuffled.
+            block_indices: blocks whose outputs to return (negative counts from the end).
+
+        Returns:
+            :class:`MaskedViTOutput` with tokens (N, 1 + L_keep, D) after the final norm, mask and
+            ids_restore (N, L) or None, and the requested block outputs (before the final norm).
+        """
+        if not 0 <= mask_ratio < 1:
+            raise ValueError(f"mask_ratio={mask_ratio!r}: must be in [0, 1)")
+        positions = self._block_positions(block_indices)
+        tokens = self.patch_embed(x) + self.pos_embed[:, 1:]
+        mask = ids_restore = None
+        if mask_ratio > 0:
+            tokens, mask, ids_restore = self.random_masking(tokens, mask_ratio)
+        cls = (self.cls_token + self.pos_embed[:, :1]).expand(tokens.shape[0], -1, -1)
+        tokens = torch.cat([cls, tokens], dim=1)
+        captured = {}
+        wanted = set(positions)
+        for i, block in enumerate(self.blocks):
+            tokens = block(tokens)
+            if i in wanted:
+                captured[i] = tokens
+        return MaskedViTOutput(self.norm(tokens), mask, ids_restore, tuple(captured[i] for i in positions))
+
+    def forward(self, x: Tensor) -> Tensor:
+        """(N, C, H, W) images -> (N, D) class token of the full image after the final norm."""
+        return self.forward_features(x).tokens[:, 0]
+
+    @staticmethod
+    def pool(tokens: Tensor, mode: str) -> Tensor:
+        """(N, 1 + L, D) tokens -> (N, D): ``"cls"`` takes the class token, ``"mean"`` averages
+        the patch tokens (class token excluded)."""
+        if mode == "cls":
+            return tokens[:, 0]
+        if mode == "mean":
+            return tokens[:, 1:].mean(dim=1)
+        raise ValueError(f"pool mode {mode!r}: must be one of {POOL_MODES}")
+
+
+def _factory(name: str, **defaults: object) -> Callable[..., MaskedViT]:
+    def make(**overrides: object) -> MaskedViT:
+        return MaskedViT(**{**defaults, **overrides})
+
+    make.__name__ = make.__qualname__ = name
+    sizes = ", ".join(f"{k}={v}" for k, v in defaults.items())
+    make.__doc__ = f"Masked ViT with {sizes}; any MaskedViT keyword may be overridden."
+    return make
+
+
+vit_tiny = _factory("vit_tiny", embed_dim=192, depth=12, num_heads=12)
+# 12 heads for tiny and small, not timm's 3 and 6: solo-learn's MAE ViTs use 12, and the head
+# count changes the function without changing any parameter shape, so its checkpoints would load
+# silently into a 3/6-head model and compute something else.
+vit_small = _factory("vit_small", embed_dim=384, depth=12, num_heads=12)
+vit_base = _factory("vit_base", embed_dim=768, depth=12, num_heads=12)
+vit_large = _factory("vit_large", embed_dim=1024, depth=24, num_heads=16)
+vit_huge = _factory("vit_huge", embed_dim=1280, depth=32, num_heads=16, patch_size=14)
+
+BACKBONES: dict[str, Callable[..., MaskedViT]] = {
+    "vit_tiny": vit_tiny,
+    "vit_small": vit_small,
+    "vit_base": vit_base,
+    "vit_large": vit_large,
+    "vit_huge": vit_huge,
+}
+
+BACKBONE_KWARGS: tuple[str, ...] = tuple(inspect.signature(MaskedViT.__init__).parameters)[1:]
+
+
+def build_backbone(name: str, kwargs: Mapping[str, object] | None = None) -> MaskedViT:
+    """Build ``BACKBONES[name](**kwargs)`` from config values (``backbone.name``, ``backbone.kwargs``).
+
+    Raises:
+        ConfigError: unknown name (with the closest valid one) or unknown keyword.
+    """
+    if name not in BACKBONES:
+        close = difflib.get_close_matches(str(name), BACKBONES, n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        raise ConfigError(f"backbone.name={name!r}: unknown; valid: {', '.join(BACKBONES)}{hint}")
+    kwargs = dict(kwargs or {})
+    unknown = sorted(set(kwargs) - set(BACKBONE_KWARGS))
+    if unknown:
+        raise ConfigError(
+            f"backbone.kwargs={kwargs!r}: unknown key(s) {', '.join(unknown)}; "
+            f"allowed: {', '.join(BACKBONE_KWARGS)}"
+        )
+    return BACKBONES[name](**kwargs)
