@@ -1,0 +1,96 @@
+"""torchvision's CIFAR-10/100 and STL-10, with a download that cannot hang or leave half files."""
+
+from __future__ import annotations
+
+import shutil
+import socket
+from collections.abc import Callable
+from pathlib import Path
+
+from torch.utils.data import Dataset
+from torchvision.datasets import CIFAR10, CIFAR100, STL10
+from torchvision.datasets.utils import check_integrity
+
+from solo_ext.utils.errors import DataError
+
+TORCHVISION_DATASETS = {"cifar10": CIFAR10, "cifar100": CIFAR100, "stl10": STL10}
+
+# Seconds a stalled connect or read may block before the download gives up. Name resolution is
+# not covered by socket timeouts, but fails at once on a machine without network.
+DOWNLOAD_TIMEOUT_S = 20.0
+
+
+def _split_kwargs(dataset: str, split: str) -> dict:
+    if dataset == "stl10":
+        return {"split": split}
+    if split not in ("train", "test"):
+        raise ValueError(f"{dataset} has splits 'train' and 'test', not {split!r}")
+    return {"train": split == "train"}
+
+
+def _remove_leftovers(cls: type, root: Path, existed: dict[str, bool], root_existed: bool) -> None:
+    """Delete what a failed download left: a partial archive and a partly extracted folder."""
+    archive = root / cls.filename
+    if archive.is_file() and not check_integrity(str(archive), cls.tgz_md5):
+        archive.unlink()
+    extracted = root / cls.base_folder
+    if extracted.exists() and not existed["extracted"]:
+        shutil.rmtree(extracted, ignore_errors=True)
+    if not root_existed and root.is_dir() and not any(root.iterdir()):
+        root.rmdir()
+
+
+def torchvision_dataset(
+    dataset: str,
+    root: str,
+    split: str,
+    transform: Callable | None,
+    download: bool,
+    key: str = "data.train_path",
+) -> Dataset:
+    """Load ``split`` of a torchvision dataset from ``root``, downloading it there if allowed.
+
+    Args:
+        dataset: ``cifar10``, ``cifar100`` or ``stl10``.
+        split: ``train``/``test`` (CIFAR), or any STL-10 split (``train+unlabeled``, ``train``,
+            ``test``, ``unlabeled``).
+        download: fetch the archive when the files are not in ``root``. The download runs with a
+            socket timeout of ``DOWNLOAD_TIMEOUT_S`` (restored afterwards); on any failure, or an
+            interrupt, the partial archive and any partly extracted folder are removed.
+        key: config key named in error messages.
+
+    Returns:
+        The torchvision dataset; items ``(transform(PIL image), target)``, target -1 for STL-10's
+        unlabelled images.
+
+    Raises:
+        DataError: the files are missing and ``download`` is off, or the download failed.
+    """
+    cls = TORCHVISION_DATASETS[dataset]
+    kwargs = _split_kwargs(dataset, split)
+    try:
+        return cls(root, transform=transform, download=False, **kwargs)
+    except RuntimeError as exc:
+        if not download:
+            raise DataError(
+                f"{dataset} is not in '{root}' (or is corrupted) and downloading is off: "
+                f"place the dataset there or set {key}"
+            ) from exc
+
+    root_path = Path(root)
+    root_existed = root_path.is_dir()
+    existed = {"extracted": (root_path / cls.base_folder).exists()}
+    previous_timeout = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(DOWNLOAD_TIMEOUT_S)
+    try:
+        return cls(root, transform=transform, download=True, **kwargs)
+    except BaseException as exc:
+        _remove_leftovers(cls, root_path, existed, root_existed)
+        if isinstance(exc, Exception):
+            raise DataError(
+                f"could not download {dataset} into '{root}' (no network?): "
+                f"place the dataset there or set {key}"
+            ) from exc
+        raise
+    finally:
+        socket.setdefaulttimeout(previous_timeout)

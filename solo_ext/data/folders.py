@@ -1,0 +1,228 @@
+"""Images on disk: class-per-folder (ImageFolder), flat unlabelled folders, Tiny-ImageNet's layout.
+
+Every reader returns an :class:`ImageSamples`, whose items are ``(transform(image), target)``.
+Images are decoded lazily from their paths (``image_folder``) or, after
+:meth:`ImageSamples.load_into_memory`, once, up front (``ram_image_folder``); both give identical
+items.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from PIL import Image
+from torch.utils.data import Dataset
+from torchvision.datasets.folder import IMG_EXTENSIONS
+
+from solo_ext.utils.errors import DataError
+
+IMAGE_EXTENSIONS = tuple(IMG_EXTENSIONS)
+
+CLASS_FOLDER_LAYOUT = "ImageFolder layout <root>/<class>/<image>"
+FLAT_LAYOUT = "a folder of images <root>/<image> (sub-folders are searched too)"
+TINY_TRAIN_LAYOUT = "tiny-imagenet layout <root>/<wnid>/images/<image>"
+TINY_VAL_LAYOUT = (
+    "tiny-imagenet layout <root>/images/<image> with <root>/val_annotations.txt, or <root>/<wnid>/<image>"
+)
+TINY_ANNOTATIONS = "val_annotations.txt"
+
+
+def load_rgb(path: str | os.PathLike) -> Image.Image:
+    """Decode one image file into an RGB PIL image; DataError naming the file if it cannot be read."""
+    try:
+        with Image.open(path) as img:
+            return img.convert("RGB")
+    # PIL reports unreadable, truncated and unknown formats as OSError (UnidentifiedImageError
+    # included), a few decoders as SyntaxError or ValueError.
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise DataError(f"cannot decode image '{path}': {exc}") from exc
+
+
+class ImageSamples(Dataset):
+    """Images with integer targets; item ``i`` is ``(transform(image_i), target_i)``.
+
+    Args:
+        images: per sample either a path (decoded with :func:`load_rgb` on access) or an already
+            decoded RGB PIL image.
+        targets: class index per sample, -1 for unlabelled samples.
+        classes: class names, ``classes[t]`` is the name of target ``t``.
+        transform: applied to the PIL image; None returns the image itself.
+    """
+
+    def __init__(
+        self,
+        images: Sequence[Path | Image.Image],
+        targets: Sequence[int],
+        classes: Sequence[str] = (),
+        transform: Callable | None = None,
+    ) -> None:
+        if len(images) != len(targets):
+            raise ValueError(f"{len(images)} images but {len(targets)} targets")
+        self.images = list(images)
+        self.targets = [int(t) for t in targets]
+        self.classes = list(classes)
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def subset(self, indices: Sequence[int]) -> ImageSamples:
+        """A new dataset of the samples at ``indices`` (same classes and transform)."""
+        return ImageSamples(
+            [self.images[i] for i in indices],
+            [self.targets[i] for i in indices],
+            self.classes,
+            self.transform,
+        )
+
+    def load_into_memory(self) -> None:
+        """Decode every image not yet decoded (``ram_image_folder``): items stay identical, reads stop."""
+        self.images = [img if isinstance(img, Image.Image) else load_rgb(img) for img in self.images]
+
+    def __getitem__(self, index: int):
+        image = self.images[index]
+        if not isinstance(image, Image.Image):
+            image = load_rgb(image)
+        if self.transform is not None:
+            image = self.transform(image)
+        return image, self.targets[index]
+
+
+def _require_folder(root: str | os.PathLike, key: str, dataset: str, layout: str) -> Path:
+    path = Path(root)
+    if not path.is_dir():
+        raise DataError(f"{key}={str(root)!r}: no such folder (dataset {dataset} expects {layout})")
+    return path
+
+
+def _images_under(folder: Path) -> list[Path]:
+    """Image files anywhere below ``folder``, in a stable (sorted) order."""
+    found = []
+    for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
+        # Hidden folders (.ipynb_checkpoints, .cache, ...) never hold samples.
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        found.extend(
+            Path(dirpath) / name
+            for name in sorted(filenames)
+            if name.lower().endswith(IMAGE_EXTENSIONS) and not name.startswith(".")
+        )
+    return found
+
+
+def _class_folder_layout(dataset: str) -> str:
+    return TINY_TRAIN_LAYOUT if dataset == "tiny-imagenet" else CLASS_FOLDER_LAYOUT
+
+
+def find_classes(root: str | os.PathLike, key: str, dataset: str, layout: str | None = None) -> list[str]:
+    """Sorted names of the class folders of ``root``.
+
+    Raises:
+        DataError: ``root`` is missing or has no (non-hidden) sub-folders; the message names
+            ``key`` and the expected layout.
+    """
+    layout = layout or _class_folder_layout(dataset)
+    path = _require_folder(root, key, dataset, layout)
+    classes = sorted(e.name for e in os.scandir(path) if e.is_dir() and not e.name.startswith("."))
+    if not classes:
+        hint = (
+            "; for a flat folder of unlabelled images set data.no_labels=True" if dataset == "custom" else ""
+        )
+        raise DataError(f"{key}={str(root)!r}: no class folders (dataset {dataset} expects {layout}){hint}")
+    return classes
+
+
+def class_folder_dataset(
+    root: str | os.PathLike,
+    key: str,
+    dataset: str,
+    transform: Callable | None = None,
+    classes: Sequence[str] | None = None,
+    layout: str | None = None,
+) -> ImageSamples:
+    """ImageFolder-style dataset: every image below ``<root>/<class>/`` gets that class.
+
+    Args:
+        classes: the class list to index into (a val folder uses the train folder's classes, so
+            that a missing class cannot shift the labels); None takes ``root``'s own folders.
+
+    Raises:
+        DataError: missing folder, no class folders, an empty class folder, a class folder that
+            is not in ``classes``.
+    """
+    layout = layout or _class_folder_layout(dataset)
+    folder_classes = find_classes(root, key, dataset, layout)
+    classes = list(folder_classes if classes is None else classes)
+    unknown = sorted(set(folder_classes) - set(classes))
+    if unknown:
+        raise DataError(
+            f"{key}={str(root)!r}: class folder(s) {', '.join(unknown[:3])} are not among the "
+            f"{len(classes)} classes of data.train_path"
+        )
+    paths, targets = [], []
+    for name in folder_classes:
+        found = _images_under(Path(root) / name)
+        if not found:
+            raise DataError(
+                f"{key}={str(root)!r}: class folder {name!r} holds no images ({', '.join(IMAGE_EXTENSIONS)})"
+            )
+        paths.extend(found)
+        targets.extend([classes.index(name)] * len(found))
+    return ImageSamples(paths, targets, classes, transform)
+
+
+def flat_folder_dataset(
+    root: str | os.PathLike,
+    key: str,
+    dataset: str,
+    transform: Callable | None = None,
+) -> ImageSamples:
+    """Unlabelled images anywhere below ``root``; every target is -1."""
+    path = _require_folder(root, key, dataset, FLAT_LAYOUT)
+    paths = _images_under(path)
+    if not paths:
+        raise DataError(
+            f"{key}={str(root)!r}: no images ({', '.join(IMAGE_EXTENSIONS)}) "
+            f"(dataset {dataset} with no_labels expects {FLAT_LAYOUT})"
+        )
+    return ImageSamples(paths, [-1] * len(paths), (), transform)
+
+
+def tiny_imagenet_val_dataset(
+    root: str | os.PathLike,
+    key: str,
+    classes: Sequence[str],
+    transform: Callable | None = None,
+) -> ImageSamples:
+    """Tiny-ImageNet's val split, in its native layout or already sorted into class folders.
+
+    Native layout: ``<root>/images/*.JPEG`` and ``<root>/val_annotations.txt`` whose tab-separated
+    lines are ``filename, wnid, x0, y0, x1, y1``. Labels index into ``classes`` (the sorted
+    wnids of the train folder). Without the annotation file, ``root`` must hold one folder per
+    wnid.
+    """
+    path = _require_folder(root, key, "tiny-imagenet", TINY_VAL_LAYOUT)
+    annotations = path / TINY_ANNOTATIONS
+    if not annotations.is_file():
+        return class_folder_dataset(root, key, "tiny-imagenet", transform, classes, TINY_VAL_LAYOUT)
+    class_index = {name: i for i, name in enumerate(classes)}
+    paths, targets = [], []
+    for line_no, line in enumerate(annotations.read_text().splitlines(), start=1):
+        if not line.strip():
+            continue
+        fields = line.split("\t")
+        where = f"{key}={str(root)!r}: {TINY_ANNOTATIONS} line {line_no}"
+        if len(fields) < 2:
+            raise DataError(f"{where}: expected '<filename>\\t<wnid>\\t...', got {line!r}")
+        filename, wnid = fields[0].strip(), fields[1].strip()
+        if wnid not in class_index:
+            raise DataError(f"{where}: {wnid!r} is not a class folder of data.train_path")
+        image_path = path / "images" / filename
+        if not image_path.is_file():
+            raise DataError(f"{where}: image '{image_path}' does not exist")
+        paths.append(image_path)
+        targets.append(class_index[wnid])
+    if not paths:
+        raise DataError(f"{key}={str(root)!r}: {TINY_ANNOTATIONS} lists no images")
+    return ImageSamples(paths, targets, classes, transform)
