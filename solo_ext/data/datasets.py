@@ -1,0 +1,203 @@
+"""Pretraining and classification datasets for every name in :data:`~solo_ext.data.info.DATASETS`.
+
+Where the data comes from:
+
+- ``cifar10``, ``cifar100``: torchvision, under ``train_path``/``val_path`` (default
+  ``./datasets``), train and test splits; downloaded there when missing and allowed.
+- ``stl10``: torchvision; pretraining reads ``train+unlabeled`` (unlabelled targets -1),
+  classification ``train``/``test``.
+- ``imagenet``, ``imagenet100``: ImageFolder ``<root>/<class>/<image>`` at train_path/val_path.
+- ``tiny-imagenet``: its native layout, ``train/<wnid>/images/*.JPEG`` and ``val/images/*.JPEG``
+  with ``val/val_annotations.txt`` (or a val folder already split per wnid); classes are the
+  sorted train wnids.
+- ``custom``: ImageFolder, or with ``no_labels`` any folder of images (targets -1).
+- ``digits``: scikit-learn's digits in memory (train_path/val_path are ignored).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from numbers import Real
+
+import numpy as np
+from sklearn.model_selection import train_test_split
+from torch.utils.data import Dataset, Subset
+
+from solo_ext.data.digits import digits_dataset
+from solo_ext.data.downloads import TORCHVISION_DATASETS, torchvision_dataset
+from solo_ext.data.folders import (
+    ImageSamples,
+    class_folder_dataset,
+    flat_folder_dataset,
+    tiny_imagenet_val_dataset,
+)
+from solo_ext.data.info import check_dataset
+from solo_ext.data.loaders import check_data_format
+from solo_ext.utils.errors import ConfigError, DataError
+
+FRACTION_SEED = 42
+
+
+class IndexedDataset(Dataset):
+    """Prepends the sample index: item ``i`` of a ``(x, target)`` dataset becomes ``(i, x, target)``.
+
+    Args:
+        base: dataset with ``(x, target)`` items; for pretraining ``x`` is the list of crops.
+        hide_labels: report every target as -1 (``data.no_labels``), which the online classifier
+            ignores.
+    """
+
+    def __init__(self, base: Dataset, hide_labels: bool = False) -> None:
+        self.base = base
+        self.hide_labels = hide_labels
+
+    def __len__(self) -> int:
+        return len(self.base)
+
+    def __getitem__(self, index: int):
+        x, target = self.base[index]
+        return index, x, -1 if self.hide_labels else target
+
+
+def check_fraction(fraction: float, key: str = "data.fraction") -> float:
+    """``fraction`` if it is -1 or 1 (all data) or in (0, 1); ConfigError naming ``key`` otherwise."""
+    valid = (
+        isinstance(fraction, Real)
+        and not isinstance(fraction, bool)
+        and (fraction in (-1, 1) or 0 < fraction < 1)
+    )
+    if not valid:
+        raise ConfigError(f"{key}={fraction!r}: must be -1 or 1 (all data) or in (0, 1)")
+    return float(fraction)
+
+
+def _targets(ds: Dataset) -> list[int]:
+    # ImageSamples and torchvision's CIFARs call them targets, STL10 labels.
+    targets = ds.targets if hasattr(ds, "targets") else ds.labels
+    return [int(t) for t in targets]
+
+
+def take_fraction(ds: Dataset, fraction: float, stratified: bool = True) -> Dataset:
+    """A ``fraction`` of ``ds``, stratified by its targets (solo-learn's ``data.fraction``).
+
+    Uses sklearn ``train_test_split(train_size=fraction, stratify=targets, random_state=42)``,
+    so every class keeps its share and the subset is the same in every run and process; a plain
+    random subset when ``stratified`` is False (no labels). -1 or 1 returns ``ds`` itself.
+
+    Raises:
+        ConfigError: invalid fraction, or one too small to keep a sample of every class.
+    """
+    fraction = check_fraction(fraction)
+    if fraction in (-1.0, 1.0):
+        return ds
+    try:
+        kept, _ = train_test_split(
+            np.arange(len(ds)),
+            train_size=fraction,
+            stratify=_targets(ds) if stratified else None,
+            random_state=FRACTION_SEED,
+        )
+    except ValueError as exc:
+        raise ConfigError(f"data.fraction={fraction!r}: cannot take it of {len(ds)} images: {exc}") from exc
+    indices = sorted(int(i) for i in kept)
+    return ds.subset(indices) if isinstance(ds, ImageSamples) else Subset(ds, indices)
+
+
+def _finish(ds: Dataset, data_format: str) -> Dataset:
+    if data_format == "ram_image_folder" and isinstance(ds, ImageSamples):
+        ds.load_into_memory()
+    return ds
+
+
+def prepare_pretrain_dataset(
+    dataset: str,
+    transform: Callable,
+    train_path: str | None = None,
+    data_format: str = "image_folder",
+    no_labels: bool = False,
+    fraction: float = -1.0,
+    download: bool = True,
+) -> Dataset:
+    """The pretraining set of ``dataset``; item ``i`` is ``(i, transform(image_i), target_i)``.
+
+    With ``transform`` a :class:`~solo_ext.data.augmentations.FullTransformPipeline`, the middle
+    element is the list of crops, so a DataLoader batch is
+    ``[indexes (B,), [crop_0 (B, 3, H, W), ...], targets (B,)]``. Targets are -1 when
+    ``no_labels`` (and for STL-10's unlabelled images). Indexes run over the dataset as returned,
+    i.e. after ``fraction`` is applied.
+
+    Args:
+        train_path: dataset root (cifar/stl) or train folder; default
+            ``DATASETS[dataset].train_path`` (under ``./datasets``); ignored for digits.
+        data_format: ``image_folder``, ``ram_image_folder`` (decode every image once, now) or
+            ``dali`` (see :func:`~solo_ext.data.loaders.check_data_format`).
+        no_labels: ``custom`` reads any folder of images; other datasets hide their labels.
+        fraction: stratified subset in (0, 1); -1 or 1 for all.
+        download: cifar/stl only: download into ``train_path`` when the files are missing.
+
+    Raises:
+        ConfigError: unknown dataset, format or fraction.
+        DataError: missing or malformed folders, failed download, undecodable image.
+    """
+    info = check_dataset(dataset)
+    data_format = check_data_format(data_format)
+    check_fraction(fraction)
+    root = train_path if train_path is not None else info.train_path
+    key = "data.train_path"
+    if dataset in TORCHVISION_DATASETS:
+        split = "train+unlabeled" if dataset == "stl10" else "train"
+        base = torchvision_dataset(dataset, root, split, transform, download, key)
+    elif dataset == "digits":
+        base = digits_dataset("train", transform)
+    elif dataset == "custom" and no_labels:
+        base = flat_folder_dataset(root, key, dataset, transform)
+    else:
+        base = class_folder_dataset(root, key, dataset, transform)
+    base = take_fraction(base, fraction, stratified=not no_labels)
+    return IndexedDataset(_finish(base, data_format), hide_labels=no_labels)
+
+
+def prepare_classification_datasets(
+    dataset: str,
+    T_train: Callable,
+    T_val: Callable,
+    train_path: str | None = None,
+    val_path: str | None = None,
+    data_format: str = "image_folder",
+    fraction: float = -1.0,
+    download: bool = True,
+) -> tuple[Dataset, Dataset]:
+    """Labelled train and val sets of ``dataset``; items ``(T(image), target)``.
+
+    The val folder is indexed with the train folder's classes, so its labels agree with the
+    train labels even if a class is missing from it. ``fraction`` subsamples the train set only.
+    Paths default to ``DATASETS[dataset].train_path`` / ``.val_path``; ``custom`` has no default
+    val folder. Digits ignore both paths (1,437 train / 360 val images).
+
+    Raises:
+        ConfigError: unknown dataset, format or fraction.
+        DataError: missing or malformed folders (``custom`` without ``val_path`` included),
+            failed download, undecodable image.
+    """
+    info = check_dataset(dataset)
+    data_format = check_data_format(data_format)
+    check_fraction(fraction)
+    train_root = train_path if train_path is not None else info.train_path
+    val_root = val_path if val_path is not None else info.val_path
+    if dataset in TORCHVISION_DATASETS:
+        train = torchvision_dataset(dataset, train_root, "train", T_train, download, "data.train_path")
+        val = torchvision_dataset(dataset, val_root, "test", T_val, download, "data.val_path")
+    elif dataset == "digits":
+        train, val = digits_dataset("train", T_train), digits_dataset("val", T_val)
+    else:
+        if val_root is None:
+            raise DataError(
+                f"data.val_path=None: dataset {dataset} has no default val folder; set data.val_path"
+            )
+        train = class_folder_dataset(train_root, "data.train_path", dataset, T_train)
+        if dataset == "tiny-imagenet":
+            val = tiny_imagenet_val_dataset(val_root, "data.val_path", train.classes, T_val)
+        else:
+            val = class_folder_dataset(val_root, "data.val_path", dataset, T_val, classes=train.classes)
+    train = take_fraction(train, fraction)
+    return _finish(train, data_format), _finish(val, data_format)
