@@ -1,0 +1,99 @@
+import importlib.util
+import socket
+import threading
+
+import pytest
+import torch
+from torchvision.datasets import CIFAR10
+
+from solo_ext.data import check_data_format, prepare_classification_datasets, prepare_pretrain_dataset
+from solo_ext.data.downloads import _remove_leftovers
+from solo_ext.utils.errors import ConfigError, DataError
+
+
+@pytest.mark.parametrize("data_format", ["image_folder", "ram_image_folder"])
+def test_plain_formats_pass_through(data_format):
+    assert check_data_format(data_format) == data_format
+
+
+def test_unknown_format_lists_the_allowed():
+    with pytest.raises(
+        ConfigError, match=r"^data.format='h5': must be one of image_folder, ram_image_folder, dali$"
+    ):
+        check_data_format("h5")
+    with pytest.raises(ConfigError, match=r"^linear.format='x'"):
+        check_data_format("x", key="linear.format")
+
+
+@pytest.mark.skipif(
+    torch.cuda.is_available() and importlib.util.find_spec("nvidia.dali") is not None,
+    reason="DALI and a GPU are both present: dali falls back to image_folder",
+)
+def test_dali_without_dali_or_gpu_is_a_config_error():
+    with pytest.raises(ConfigError) as info:
+        check_data_format("dali")
+    message = str(info.value)
+    assert message.startswith("data.format='dali': needs NVIDIA DALI and a CUDA GPU, ")
+    assert message.endswith("; use data.format=image_folder (same folder layout)")
+    if not torch.cuda.is_available():
+        assert "neither is available here" in message or "no CUDA GPU" in message
+
+
+def run_bounded(fn, seconds):
+    """Run ``fn`` in a thread; fail the test if it has not returned within ``seconds``."""
+    outcome = {}
+
+    def target():
+        try:
+            fn()
+        except BaseException as exc:  # noqa: B036 - handed back to the test thread
+            outcome["error"] = exc
+
+    thread = threading.Thread(target=target, daemon=True)
+    thread.start()
+    thread.join(seconds)
+    assert not thread.is_alive(), f"still running after {seconds} s"
+    return outcome.get("error")
+
+
+def test_cifar_download_without_network_fails_fast_and_leaves_nothing(tmp_path):
+    root = tmp_path / "empty"
+    root.mkdir()
+    timeout_before = socket.getdefaulttimeout()
+    error = run_bounded(lambda: prepare_pretrain_dataset("cifar10", None, train_path=str(root)), 90)
+    assert isinstance(error, DataError), repr(error)
+    assert str(error) == (
+        f"could not download cifar10 into '{root}' (no network?): "
+        "place the dataset there or set data.train_path"
+    )
+    assert list(root.iterdir()) == []
+    assert socket.getdefaulttimeout() == timeout_before
+    # A root the download itself created is removed again.
+    missing = tmp_path / "new" / "root"
+    error = run_bounded(
+        lambda: prepare_classification_datasets("cifar100", None, None, str(missing), str(missing)), 90
+    )
+    assert isinstance(error, DataError) and "could not download cifar100" in str(error)
+    assert not missing.exists()
+
+
+def test_cifar_missing_with_download_off(tmp_path):
+    with pytest.raises(DataError, match=r"cifar10 is not in '.*' \(or is corrupted\) and downloading is off"):
+        prepare_pretrain_dataset("cifar10", None, train_path=str(tmp_path), download=False)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_partial_download_leftovers_are_removed(tmp_path):
+    (tmp_path / CIFAR10.filename).write_bytes(b"first 10 bytes")
+    (tmp_path / CIFAR10.base_folder).mkdir()
+    (tmp_path / CIFAR10.base_folder / "data_batch_1").write_bytes(b"partial")
+    (tmp_path / "unrelated.txt").write_text("keep me")
+    _remove_leftovers(CIFAR10, tmp_path, {"extracted": False}, root_existed=True)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["unrelated.txt"]
+
+
+def test_previously_extracted_folder_is_kept(tmp_path):
+    (tmp_path / CIFAR10.base_folder).mkdir()
+    (tmp_path / CIFAR10.base_folder / "readme.html").write_text("from an earlier, complete run")
+    _remove_leftovers(CIFAR10, tmp_path, {"extracted": True}, root_existed=True)
+    assert (tmp_path / CIFAR10.base_folder / "readme.html").exists()
