@@ -1,0 +1,30 @@
+"""Pretrain an MAE, with or without regularizers, from a solo-learn-style Hydra YAML.
+
+python main_pretrain.py --config-name mae-reg-uniformity.yaml          # offline demo (digits)
+python main_pretrain.py --config-path scripts/pretrain/cifar --config-name mae.yaml [key=value ...]
+"""
+
+import sys
+
+import hydra
+from omegaconf import DictConfig
+
+from solo_ext.utils.errors import ConfigError, DataError
+
+
+@hydra.main(version_base="1.2", config_path="scripts/pretrain/digits", config_name=None)
+def main(cfg: DictConfig) -> None:
+    if not cfg:
+        sys.exit("error: no config chosen; pass --config-name (e.g. --config-name mae-reg-uniformity.yaml)")
+    from solo_ext.pretrain import run_pretrain
+    from solo_ext.utils.checkpoint_loading import CheckpointError
+
+    try:
+        run_pretrain(cfg)
+    except (ConfigError, DataError, CheckpointError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

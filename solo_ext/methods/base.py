@@ -1,0 +1,224 @@
+"""BaseMethod: backbone, online linear classifier, online kNN, collapse diagnostics, optimizers.
+
+Kept thin on purpose: a method adds its own modules, ``training_forward`` (what one large crop
+produces in training) and ``method_loss`` (the self-supervised objective); everything that every
+method shares lives here.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import lightning.pytorch as pl
+import torch
+import torch.nn.functional as F
+from omegaconf import DictConfig, OmegaConf
+from torch import nn
+from torchmetrics import MeanMetric
+
+from solo_ext.backbones import build_backbone
+from solo_ext.utils.diagnostics import effective_rank, singular_values
+from solo_ext.utils.knn import WeightedKNNClassifier
+from solo_ext.utils.optim import build_lr_scheduler, build_optimizer, build_param_groups
+
+# Validation dataloader indices: 0 is the labelled val set, 1 (when kNN is on) the training set
+# seen through the val transform, whose clean features form the kNN bank.
+VAL_SET, KNN_TRAIN_SET = 0, 1
+
+
+def accuracy_at_k(logits: torch.Tensor, targets: torch.Tensor, top_k=(1, 5)) -> list[torch.Tensor]:
+    """Top-k accuracy in percent, k capped at the number of classes; stays on the device."""
+    maxk = min(max(top_k), logits.size(1))
+    pred = logits.topk(maxk, dim=1).indices
+    correct = pred.eq(targets.view(-1, 1))
+    return [correct[:, : min(k, maxk)].any(dim=1).float().mean() * 100 for k in top_k]
+
+
+class BaseMethod(pl.LightningModule):
+    def __init__(self, cfg: DictConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.backbone = build_backbone(cfg.backbone.name, OmegaConf.to_container(cfg.backbone.kwargs))
+        self.features_dim = self.backbone.num_features
+        self.num_classes = cfg.data.num_classes
+        self.num_large_crops = cfg.data.num_large_crops
+        self.online_features = cfg.method_kwargs.get("online_features", "cls")
+
+        # The online linear probe sees detached features: it measures the representation while
+        # it trains and never shapes it.
+        self.classifier = nn.Linear(self.features_dim, self.num_classes) if self.num_classes else None
+        self.knn = None
+        if cfg.knn_eval.enabled and self.num_classes:
+            self.knn = WeightedKNNClassifier(
+                k=cfg.knn_eval.k,
+                T=cfg.knn_eval.T,
+                distance_fx=cfg.knn_eval.distance_func,
+                num_classes=self.num_classes,
+            )
+        self.val_loss_metric = MeanMetric()
+        self.val_acc1_metric = MeanMetric()
+        self.val_acc5_metric = MeanMetric()
+        self._diag_features: list[torch.Tensor] = []
+        self._diag_count = 0
+        self.last_singular_values: torch.Tensor | None = None
+
+    # ----------------------------------------------------------------- config
+    @staticmethod
+    def parse_method_kwargs(method_kwargs: dict, backbone: nn.Module) -> dict:
+        """Fill and check ``method_kwargs`` (overridden by each method)."""
+        return method_kwargs
+
+    # ----------------------------------------------------------------- features
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Features (N, D) of full, unmasked images: the cls token, or the mean patch token."""
+        tokens = self.backbone.forward_features(x).tokens
+        return self.backbone.pool(tokens, self.online_features)
+
+    def training_forward(self, x: torch.Tensor) -> dict[str, Any]:
+        """What one large crop produces in training; must hold ``feats`` (N, D)."""
+        raise NotImplementedError
+
+    def method_loss(self, crops: list[torch.Tensor], outs: list[dict]) -> tuple[torch.Tensor, dict]:
+        """The self-supervised loss of the large crops and the values to log."""
+        raise NotImplementedError
+
+    # ----------------------------------------------------------------- training
+    def online_classifier_loss(self, feats: torch.Tensor, targets: torch.Tensor):
+        if self.classifier is None:
+            zero = feats.new_zeros(())
+            return zero, zero, zero
+        logits = self.classifier(feats.detach())
+        loss = F.cross_entropy(logits, targets, ignore_index=-1)
+        acc1, acc5 = accuracy_at_k(logits, targets)
+        return loss, acc1, acc5
+
+    def training_step(self, batch, batch_idx):
+        _, crops, targets = batch
+        if isinstance(crops, torch.Tensor):
+            crops = [crops]
+        crops = crops[: self.num_large_crops]
+        outs = [self.training_forward(x) for x in crops]
+        class_terms = [self.online_classifier_loss(out["feats"], targets) for out in outs]
+        class_loss, acc1, acc5 = (torch.stack(t).mean() for t in zip(*class_terms))
+        loss, logs = self.method_loss(crops, outs)
+        if self.classifier is not None:
+            logs.update(train_class_loss=class_loss, train_acc1=acc1, train_acc5=acc5)
+        self.log_dict(logs, on_step=True, on_epoch=True, batch_size=targets.size(0))
+        return loss + class_loss
+
+    # ----------------------------------------------------------------- validation
+    def validation_step(self, batch, batch_idx, dataloader_idx: int = VAL_SET):
+        x, targets = batch
+        feats = self(x)
+        if dataloader_idx == KNN_TRAIN_SET:
+            if self.knn is not None and not self.trainer.sanity_checking:
+                self.knn.update(train_features=feats, train_targets=targets)
+            return
+        if self.classifier is not None:
+            logits = self.classifier(feats)
+            loss = F.cross_entropy(logits, targets, ignore_index=-1)
+            acc1, acc5 = accuracy_at_k(logits, targets)
+            n = targets.size(0)
+            self.val_loss_metric.update(loss, weight=n)
+            self.val_acc1_metric.update(acc1, weight=n)
+            self.val_acc5_metric.update(acc5, weight=n)
+        if self.trainer.sanity_checking:
+            return
+        if self.knn is not None:
+            self.knn.update(test_features=feats, test_targets=targets)
+        if self.cfg.diagnostics.enabled:
+            self._collect_diagnostic_features(feats)
+
+    def _collect_diagnostic_features(self, feats: torch.Tensor) -> None:
+        # A bounded, equal-sized sample per process (the val sampler gives every rank the same
+        # number of batches), so the cross-process gather sees equal shapes.
+        per_rank = self.cfg.diagnostics.max_samples // self.trainer.world_size
+        take = min(per_rank - self._diag_count, feats.size(0))
+        if take > 0:
+            self._diag_features.append(feats[:take].detach().float())
+            self._diag_count += take
+
+    def on_validation_epoch_end(self):
+        if self.trainer.sanity_checking:
+            for metric in (self.val_loss_metric, self.val_acc1_metric, self.val_acc5_metric):
+                metric.reset()
+            if self.knn is not None:
+                self.knn.reset()
+            return
+        logs = {}
+        if self.classifier is not None and self.val_loss_metric.update_count > 0:
+            logs.update(
+                val_loss=self.val_loss_metric.compute(),
+                val_acc1=self.val_acc1_metric.compute(),
+                val_acc5=self.val_acc5_metric.compute(),
+            )
+            for metric in (self.val_loss_metric, self.val_acc1_metric, self.val_acc5_metric):
+                metric.reset()
+        if self.knn is not None:
+            result = self.knn.compute()
+            self.knn.reset()
+            if result is not None:
+                logs.update(val_knn_acc1=result[0], val_knn_acc5=result[1])
+        if self._diag_features:
+            feats = torch.cat(self._diag_features)
+            if self.trainer.world_size > 1:
+                feats = self.all_gather(feats).flatten(0, 1)
+            self.last_singular_values = singular_values(feats)
+            logs["val_effective_rank"] = effective_rank(feats)
+            self._diag_features, self._diag_count = [], 0
+        if logs:
+            # Values are already global (torchmetrics and all_gather synced them).
+            self.log_dict({k: float(v) for k, v in logs.items()}, sync_dist=False)
+        if self.cfg.method_kwargs.get("reset_classifier") and (self.current_epoch + 1) % 10 == 0:
+            # MAGMA's option: re-initialise the online probe every 10 epochs so its accuracy
+            # tracks the current representation rather than its own history.
+            self.classifier.reset_parameters()
+
+    # ----------------------------------------------------------------- optimisation
+    def param_groups(self) -> list[dict]:
+        """Named parameter groups (solo-learn's ``learnable_params``); methods append theirs."""
+        derived = self.cfg.derived
+        groups = [{"name": "backbone", "named_params": list(self.backbone.named_parameters())}]
+        if self.classifier is not None:
+            groups.append(
+                {
+                    "name": "classifier",
+                    "named_params": list(self.classifier.named_parameters()),
+                    "lr": derived.classifier_lr,
+                    "weight_decay": 0.0,
+                }
+            )
+        return groups
+
+    def no_weight_decay_names(self) -> set[str]:
+        return set(self.backbone.no_weight_decay()) | {"mask_token", "decoder_pos_embed"}
+
+    def configure_optimizers(self):
+        opt_cfg, sched_cfg, derived = self.cfg.optimizer, self.cfg.scheduler, self.cfg.derived
+        groups = build_param_groups(
+            self.param_groups(), opt_cfg.exclude_bias_n_norm_wd, self.no_weight_decay_names()
+        )
+        for group in groups:
+            group.setdefault("lr", derived.lr)
+        optimizer = build_optimizer(
+            opt_cfg.name, groups, derived.lr, opt_cfg.weight_decay, OmegaConf.to_container(opt_cfg.kwargs)
+        )
+        per_step = sched_cfg.interval == "step"
+        total = self.trainer.estimated_stepping_batches if per_step else self.cfg.max_epochs
+        warmup = sched_cfg.warmup_epochs * (total / self.cfg.max_epochs if per_step else 1)
+        scheduler = build_lr_scheduler(
+            optimizer,
+            sched_cfg.name,
+            total_steps=total,
+            warmup_steps=warmup,
+            warmup_start_lr=derived.warmup_start_lr,
+            min_lr=derived.min_lr,
+            lr_decay_steps=sched_cfg.lr_decay_steps,
+        )
+        if scheduler is None:
+            return optimizer
+        interval = sched_cfg.interval if sched_cfg.name == "warmup_cosine" else "epoch"
+        return [optimizer], [{"scheduler": scheduler, "interval": interval, "frequency": 1}]
+
+    def optimizer_zero_grad(self, epoch, batch_idx, optimizer):
+        optimizer.zero_grad(set_to_none=True)

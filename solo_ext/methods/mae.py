@@ -1,0 +1,97 @@
+"""MAE (He et al., 2022): encoder on the visible patches, light decoder, MSE on masked patches."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from solo_ext.args.checks import check_bool, check_choice, check_keys, check_number
+from solo_ext.backbones.decoder import MAEDecoder
+from solo_ext.losses.mae import mae_loss_func
+from solo_ext.methods.base import BaseMethod
+from solo_ext.utils.errors import ConfigError
+
+MAE_DEFAULTS = {
+    "decoder_embed_dim": 512,
+    "decoder_depth": 8,
+    "decoder_num_heads": 16,
+    "mask_ratio": 0.75,
+    "norm_pix_loss": False,
+    "online_features": "cls",
+}
+
+
+class MAE(BaseMethod):
+    kwargs_defaults = MAE_DEFAULTS
+    # Keys other recipes carry that this method reads elsewhere or not at all.
+    kwargs_ignored: frozenset[str] = frozenset()
+
+    @classmethod
+    def parse_method_kwargs(cls, method_kwargs: dict, backbone: nn.Module) -> dict:
+        mk = {**cls.kwargs_defaults, **method_kwargs}
+        check_keys("method_kwargs", mk, set(cls.kwargs_defaults) | cls.kwargs_ignored)
+        for key in ("decoder_embed_dim", "decoder_depth", "decoder_num_heads"):
+            check_number(f"method_kwargs.{key}", mk[key], low=1, integer=True)
+        if mk["decoder_embed_dim"] % mk["decoder_num_heads"]:
+            raise ConfigError(
+                f"method_kwargs.decoder_num_heads={mk['decoder_num_heads']!r}: must divide "
+                f"decoder_embed_dim={mk['decoder_embed_dim']}"
+            )
+        check_number("method_kwargs.mask_ratio", mk["mask_ratio"], low=0, high=1, high_open=True)
+        if int(backbone.num_patches * (1 - mk["mask_ratio"])) < 1:
+            raise ConfigError(
+                f"method_kwargs.mask_ratio={mk['mask_ratio']!r}: keeps no patch of {backbone.num_patches}; "
+                "must leave at least one visible"
+            )
+        check_bool("method_kwargs.norm_pix_loss", mk["norm_pix_loss"])
+        check_choice("method_kwargs.online_features", mk["online_features"], ("cls", "mean"))
+        return mk
+
+    def __init__(self, cfg):
+        super().__init__(cfg)
+        mk = cfg.method_kwargs
+        self.mask_ratio = mk.mask_ratio
+        self.norm_pix_loss = mk.norm_pix_loss
+        self.patch_size = self.backbone.patch_size
+        self.decoder = MAEDecoder(
+            in_dim=self.features_dim,
+            embed_dim=mk.decoder_embed_dim,
+            depth=mk.decoder_depth,
+            num_heads=mk.decoder_num_heads,
+            num_patches=self.backbone.num_patches,
+            patch_size=self.patch_size,
+        )
+
+    def training_forward(self, x: torch.Tensor, block_indices: tuple[int, ...] = ()) -> dict[str, Any]:
+        """One masked pass. ``mask`` (N, L): 1 = removed. ``blocks``: the requested blocks' outputs."""
+        out = self.backbone.forward_features(x, mask_ratio=self.mask_ratio, block_indices=block_indices)
+        pred = self.decoder(out.tokens, out.ids_restore)
+        return {
+            "feats": self.backbone.pool(out.tokens, self.online_features),
+            "tokens": out.tokens,
+            "blocks": out.blocks,
+            "pred": pred,
+            "mask": out.mask,
+        }
+
+    @torch.no_grad()
+    def reconstruct(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(pred (N, L, p*p*3), mask (N, L), 1 = removed) for pictures; no gradients."""
+        out = self.training_forward(x)
+        return out["pred"], out["mask"]
+
+    def method_loss(self, crops, outs):
+        reconstruction = torch.stack(
+            [
+                mae_loss_func(x, out["pred"], out["mask"], self.patch_size, self.norm_pix_loss)
+                for x, out in zip(crops, outs)
+            ]
+        ).mean()
+        return reconstruction, {"train_reconstruction_loss": reconstruction}
+
+    def param_groups(self) -> list[dict]:
+        return super().param_groups() + [
+            {"name": "decoder", "named_params": list(self.decoder.named_parameters())}
+        ]

@@ -1,0 +1,185 @@
+"""What ``main_pretrain.py`` does, as a function: cfg -> method -> data -> Trainer.fit."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import lightning.pytorch as pl
+from lightning.pytorch.callbacks import LearningRateMonitor, TQDMProgressBar
+from lightning.pytorch.loggers import CSVLogger, WandbLogger
+from lightning.pytorch.strategies import DDPStrategy
+from omegaconf import DictConfig, OmegaConf
+
+from solo_ext.args.pretrain import parse_cfg, trainer_keys
+from solo_ext.data import (
+    FullTransformPipeline,
+    NCropAugmentation,
+    build_transform_pipeline,
+    dataset_mean_std,
+    prepare_classification_datasets,
+    prepare_dataloader,
+    prepare_pretrain_dataset,
+    prepare_transforms,
+)
+from solo_ext.methods import METHODS
+from solo_ext.utils.callbacks import PicturesCallback
+from solo_ext.utils.checkpointer import Checkpointer, find_resumable, new_run_id
+from solo_ext.utils.errors import ConfigError
+
+# Lightning's launcher re-runs this script in each child process; rank 0 hands them the run id and
+# the checkpoint to resume so that every process agrees (never re-derived per rank).
+RUN_ID_ENV, CKPT_ENV = "SOLO_EXT_RUN_ID", "SOLO_EXT_RESUME_CKPT"
+
+
+def build_pretrain_loaders(cfg: DictConfig):
+    """(train loader of ``[idx, [crops], y]``, list of val loaders: the val set and, with kNN on,
+    the training set under the val transform for the kNN bank)."""
+    data = cfg.data
+    pipelines = [
+        NCropAugmentation(build_transform_pipeline(data.dataset, aug), aug.num_crops)
+        for aug in cfg.augmentations
+    ]
+    train_ds = prepare_pretrain_dataset(
+        data.dataset,
+        FullTransformPipeline(pipelines),
+        train_path=data.train_path,
+        data_format=data.format,
+        no_labels=data.no_labels,
+        fraction=data.fraction,
+    )
+    train_loader = prepare_dataloader(train_ds, cfg.optimizer.batch_size, data.num_workers)
+    has_val = not data.no_labels and (
+        data.val_path is not None or data.dataset not in ("custom", "imagenet", "imagenet100")
+    )
+    if not has_val:
+        return train_loader, []
+    crop_size = max(aug.crop_size for aug in cfg.augmentations)
+    _, val_transform = prepare_transforms(data.dataset, crop_size)
+    clean_train_ds, val_ds = prepare_classification_datasets(
+        data.dataset,
+        val_transform,
+        val_transform,
+        train_path=data.train_path,
+        val_path=data.val_path,
+        data_format=data.format,
+        fraction=data.fraction,
+    )
+
+    def eval_loader(ds):
+        return prepare_dataloader(
+            ds, cfg.optimizer.batch_size, data.num_workers, shuffle=False, drop_last=False
+        )
+
+    loaders = [eval_loader(val_ds)]
+    if cfg.knn_eval.enabled:
+        loaders.append(eval_loader(clean_train_ds))
+    return train_loader, loaders
+
+
+def resolve_run(cfg: DictConfig) -> tuple[str, str | None]:
+    """(run id, checkpoint to resume or None): from the parent process, an explicit
+    ``resume_from_checkpoint``, auto-resume, or a new id."""
+    if os.environ.get(RUN_ID_ENV):
+        return os.environ[RUN_ID_ENV], os.environ.get(CKPT_ENV) or None
+    method_dir = Path(cfg.checkpoint.dir) / cfg.method
+    if cfg.resume_from_checkpoint:
+        ckpt = Path(cfg.resume_from_checkpoint)
+        return ckpt.parent.name if (ckpt.parent / "args.json").exists() else new_run_id(method_dir), str(ckpt)
+    if cfg.auto_resume.enabled:
+        ckpt, run_id = find_resumable(cfg)
+        if ckpt is not None:
+            print(f"auto-resume: continuing run {run_id} from {ckpt}")
+            return run_id, str(ckpt)
+    return new_run_id(method_dir), None
+
+
+def build_trainer(cfg: DictConfig, run_dir: Path, run_id: str, callbacks: list) -> pl.Trainer:
+    loggers = [CSVLogger(save_dir=str(run_dir), name="csv")]
+    if cfg.wandb.enabled:
+        wandb_logger = WandbLogger(
+            name=cfg.name,
+            project=cfg.wandb.project,
+            entity=cfg.wandb.entity,
+            offline=cfg.wandb.offline,
+            id=run_id,
+            resume="allow",
+            save_dir=str(run_dir),
+        )
+        loggers.append(wandb_logger)
+    for logger in loggers:  # the resolved config, derived lr and world size included
+        logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
+    kwargs = {key: cfg[key] for key in trainer_keys() if key in cfg}
+    kwargs = OmegaConf.to_container(OmegaConf.create(kwargs), resolve=True)
+    if kwargs.get("accelerator") == "cpu" and isinstance(kwargs.get("devices"), list):
+        kwargs["devices"] = len(kwargs["devices"])  # CPU processes are counted, not listed
+    if kwargs.get("strategy") == "ddp":
+        # Every trainable parameter gets a gradient every step (pos embeddings are fixed).
+        kwargs["strategy"] = DDPStrategy(find_unused_parameters=False)
+    # Metric states reset inside trainer.validate would otherwise become inference tensors that the
+    # no_grad validation of fit may not update.
+    kwargs.setdefault("inference_mode", False)
+    callbacks = [LearningRateMonitor(logging_interval="step"), TQDMProgressBar(), *callbacks]
+    return pl.Trainer(logger=loggers, callbacks=callbacks, enable_checkpointing=False, **kwargs)
+
+
+def check_not_multirun_ddp(cfg: DictConfig) -> None:
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    if (
+        HydraConfig.initialized()
+        and HydraConfig.get().mode == RunMode.MULTIRUN
+        and cfg.derived.world_size > 1
+    ):
+        raise ConfigError(
+            f"devices={cfg.devices!r}: in-process DDP inside a Hydra multirun (-m) is not supported; run one "
+            "job per trial (wandb agent, Hydra's submitit launcher on SLURM) or devices=1 for local sweeps"
+        )
+
+
+def run_pretrain(raw_cfg: DictConfig) -> pl.Trainer:
+    cfg = parse_cfg(raw_cfg)
+    check_not_multirun_ddp(cfg)
+    pl.seed_everything(cfg.seed, workers=True, verbose=False)
+    train_loader, val_loaders = build_pretrain_loaders(cfg)
+    run_id, ckpt_path = resolve_run(cfg)
+    if cfg.derived.world_size > 1:
+        os.environ[RUN_ID_ENV], os.environ[CKPT_ENV] = run_id, ckpt_path or ""
+    run_dir = Path(cfg.checkpoint.dir) / cfg.method / run_id
+
+    model = METHODS[cfg.method](cfg)
+    callbacks = []
+    checkpointer = Checkpointer(
+        cfg, run_dir, run_id, frequency=cfg.checkpoint.frequency, keep_prev=cfg.checkpoint.keep_prev
+    )
+    if cfg.checkpoint.enabled:
+        callbacks.append(checkpointer)
+    if val_loaders:
+        mean, std = dataset_mean_std(cfg.data.dataset, cfg.augmentations[0])
+        callbacks.append(
+            PicturesCallback(
+                run_dir,
+                mean,
+                std,
+                reconstruction_frequency=cfg.reconstructions.frequency
+                if cfg.reconstructions.enabled
+                else None,
+                num_images=cfg.reconstructions.num_images,
+                spectrum_frequency=cfg.diagnostics.spectrum_frequency if cfg.diagnostics.enabled else None,
+            )
+        )
+    trainer = build_trainer(cfg, run_dir, run_id, callbacks)
+    if not cfg.checkpoint.enabled and trainer.is_global_zero:
+        checkpointer.save_args()  # args.json beside the logs even without checkpoints
+    derived = cfg.derived
+    if trainer.is_global_zero:
+        print(
+            f"run {run_id}: {derived.world_size} process(es), global batch {derived.global_batch_size}, "
+            f"lr {cfg.optimizer.lr} x {derived.lr_scale:g} = {derived.lr:.3g} -> {run_dir}"
+        )
+    if val_loaders and ckpt_path is None and cfg.diagnostics.validate_before_training:
+        # The untrained model's numbers, logged at step 0: the baseline the run is judged against.
+        trainer.validate(model, val_loaders, verbose=False)
+    trainer.fit(model, train_loader, val_loaders or None, ckpt_path=ckpt_path)
+    return trainer
