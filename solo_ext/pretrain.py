@@ -55,7 +55,7 @@ def build_pretrain_loaders(cfg: DictConfig):
     if not has_val:
         return train_loader, []
     crop_size = max(aug.crop_size for aug in cfg.augmentations)
-    _, val_transform = prepare_transforms(data.dataset, crop_size)
+    _, val_transform = prepare_transforms(data.dataset, crop_size, aug_cfg=cfg.augmentations[0])
     clean_train_ds, val_ds = prepare_classification_datasets(
         data.dataset,
         val_transform,
