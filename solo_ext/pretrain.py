@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 
 import lightning.pytorch as pl
-from lightning.pytorch.callbacks import LearningRateMonitor, TQDMProgressBar
+from lightning.pytorch.callbacks import LearningRateMonitor
 from lightning.pytorch.loggers import CSVLogger, WandbLogger
 from lightning.pytorch.strategies import DDPStrategy
 from omegaconf import DictConfig, OmegaConf
@@ -119,7 +119,7 @@ def build_trainer(cfg: DictConfig, run_dir: Path, run_id: str, callbacks: list) 
     # Metric states reset inside trainer.validate would otherwise become inference tensors that the
     # no_grad validation of fit may not update.
     kwargs.setdefault("inference_mode", False)
-    callbacks = [LearningRateMonitor(logging_interval="step"), TQDMProgressBar(), *callbacks]
+    callbacks = [LearningRateMonitor(logging_interval="step"), *callbacks]  # + Lightning's progress bar
     return pl.Trainer(logger=loggers, callbacks=callbacks, enable_checkpointing=False, **kwargs)
 
 

@@ -79,6 +79,10 @@ SECTION_KEYS = {
         "fraction",
         "no_labels",
         "tfrecord",
+        # derived (re-derived when args.json is read back)
+        "num_classes",
+        "num_large_crops",
+        "num_small_crops",
     },
     "optimizer": {
         "name",
@@ -265,7 +269,8 @@ def _check_data(out: dict) -> None:
     if not isinstance(augmentations, list) or not augmentations:
         raise ConfigError(f"augmentations={augmentations!r}: must be a non-empty list of pipelines")
     out["augmentations"] = [
-        fill_augmentation_defaults(aug, key=f"augmentations[{i}]", dataset=data["dataset"]) for i, aug in enumerate(augmentations)
+        fill_augmentation_defaults(aug, key=f"augmentations[{i}]", dataset=data["dataset"])
+        for i, aug in enumerate(augmentations)
     ]
     crop_sizes = [aug["crop_size"] for aug in out["augmentations"]]
     large = max(crop_sizes)

@@ -189,12 +189,16 @@ class MaskedViT(nn.Module):
         return {"cls_token", "pos_embed"}
 
     @staticmethod
-    def random_masking(x: Tensor, mask_ratio: float) -> tuple[Tensor, Tensor, Tensor]:
+    def random_masking(
+        x: Tensor, mask_ratio: float, noise: Tensor | None = None
+    ) -> tuple[Tensor, Tensor, Tensor]:
         """Keep a uniformly random subset of tokens per sample (MAE's argsort-of-noise trick).
 
         Args:
             x: (N, L, D) patch tokens.
             mask_ratio: fraction of tokens to remove, in [0, 1).
+            noise: optional (N, L) scores whose lowest ``L_keep`` per row are kept; uniform random
+                when None.
 
         Returns:
             x_kept (N, L_keep, D) with L_keep = int(L * (1 - mask_ratio)), in shuffled order;
@@ -207,7 +211,8 @@ class MaskedViT(nn.Module):
         len_keep = int(length * (1 - mask_ratio))
         if len_keep < 1:
             raise ValueError(f"mask_ratio={mask_ratio!r} keeps no patch out of {length}")
-        noise = torch.rand(n, length, device=x.device)
+        if noise is None:
+            noise = torch.rand(n, length, device=x.device)
         ids_shuffle = noise.argsort(dim=1)
         ids_restore = ids_shuffle.argsort(dim=1)
         ids_keep = ids_shuffle[:, :len_keep]
@@ -228,7 +233,11 @@ class MaskedViT(nn.Module):
         return positions
 
     def forward_features(
-        self, x: Tensor, mask_ratio: float = 0.0, block_indices: Sequence[int] = ()
+        self,
+        x: Tensor,
+        mask_ratio: float = 0.0,
+        block_indices: Sequence[int] = (),
+        noise: Tensor | None = None,
     ) -> MaskedViTOutput:
         """Encode images, optionally keeping only a random ``1 - mask_ratio`` of the patches.
 
@@ -236,6 +245,7 @@ class MaskedViT(nn.Module):
             x: (N, C, H, W) images, H = W = img_size.
             mask_ratio: fraction of patches removed per sample; 0 runs on all patches, unshuffled.
             block_indices: blocks whose outputs to return (negative counts from the end).
+            noise: optional (N, L) masking scores (see :meth:`random_masking`).
 
         Returns:
             :class:`MaskedViTOutput` with tokens (N, 1 + L_keep, D) after the final norm, mask and
@@ -247,7 +257,7 @@ class MaskedViT(nn.Module):
         tokens = self.patch_embed(x) + self.pos_embed[:, 1:]
         mask = ids_restore = None
         if mask_ratio > 0:
-            tokens, mask, ids_restore = self.random_masking(tokens, mask_ratio)
+            tokens, mask, ids_restore = self.random_masking(tokens, mask_ratio, noise)
         cls = (self.cls_token + self.pos_embed[:, :1]).expand(tokens.shape[0], -1, -1)
         tokens = torch.cat([cls, tokens], dim=1)
         captured = {}

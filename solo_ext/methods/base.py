@@ -74,8 +74,9 @@ class BaseMethod(pl.LightningModule):
         tokens = self.backbone.forward_features(x).tokens
         return self.backbone.pool(tokens, self.online_features)
 
-    def training_forward(self, x: torch.Tensor) -> dict[str, Any]:
-        """What one large crop produces in training; must hold ``feats`` (N, D)."""
+    def training_forward(self, x: torch.Tensor, indexes: torch.Tensor, crop: int) -> dict[str, Any]:
+        """What large crop number ``crop`` of the samples ``indexes`` produces in training; must
+        hold ``feats`` (N, D)."""
         raise NotImplementedError
 
     def method_loss(self, crops: list[torch.Tensor], outs: list[dict]) -> tuple[torch.Tensor, dict]:
@@ -93,11 +94,11 @@ class BaseMethod(pl.LightningModule):
         return loss, acc1, acc5
 
     def training_step(self, batch, batch_idx):
-        _, crops, targets = batch
+        indexes, crops, targets = batch
         if isinstance(crops, torch.Tensor):
             crops = [crops]
         crops = crops[: self.num_large_crops]
-        outs = [self.training_forward(x) for x in crops]
+        outs = [self.training_forward(x, indexes, crop) for crop, x in enumerate(crops)]
         class_terms = [self.online_classifier_loss(out["feats"], targets) for out in outs]
         class_loss, acc1, acc5 = (torch.stack(t).mean() for t in zip(*class_terms))
         loss, logs = self.method_loss(crops, outs)

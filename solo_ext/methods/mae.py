@@ -12,6 +12,7 @@ from solo_ext.backbones.decoder import MAEDecoder
 from solo_ext.losses.mae import mae_loss_func
 from solo_ext.methods.base import BaseMethod
 from solo_ext.utils.errors import ConfigError
+from solo_ext.utils.index_noise import index_noise
 
 MAE_DEFAULTS = {
     "decoder_embed_dim": 512,
@@ -20,6 +21,9 @@ MAE_DEFAULTS = {
     "mask_ratio": 0.75,
     "norm_pix_loss": False,
     "online_features": "cls",
+    # Masks drawn from (seed, epoch, crop, sample index) instead of the RNG: the same sample gets
+    # the same mask whatever the number of processes (used to prove DDP equivalence).
+    "index_masks": False,
 }
 
 
@@ -46,6 +50,7 @@ class MAE(BaseMethod):
                 "must leave at least one visible"
             )
         check_bool("method_kwargs.norm_pix_loss", mk["norm_pix_loss"])
+        check_bool("method_kwargs.index_masks", mk["index_masks"])
         check_choice("method_kwargs.online_features", mk["online_features"], ("cls", "mean"))
         return mk
 
@@ -54,6 +59,7 @@ class MAE(BaseMethod):
         mk = cfg.method_kwargs
         self.mask_ratio = mk.mask_ratio
         self.norm_pix_loss = mk.norm_pix_loss
+        self.index_masks = mk.index_masks
         self.patch_size = self.backbone.patch_size
         self.decoder = MAEDecoder(
             in_dim=self.features_dim,
@@ -64,9 +70,16 @@ class MAE(BaseMethod):
             patch_size=self.patch_size,
         )
 
-    def training_forward(self, x: torch.Tensor, block_indices: tuple[int, ...] = ()) -> dict[str, Any]:
+    def training_forward(
+        self, x: torch.Tensor, indexes: torch.Tensor | None = None, crop: int = 0, block_indices=()
+    ) -> dict[str, Any]:
         """One masked pass. ``mask`` (N, L): 1 = removed. ``blocks``: the requested blocks' outputs."""
-        out = self.backbone.forward_features(x, mask_ratio=self.mask_ratio, block_indices=block_indices)
+        noise = None
+        if self.index_masks and indexes is not None:
+            noise = index_noise(indexes, self.backbone.num_patches, self.cfg.seed, self.current_epoch, crop)
+        out = self.backbone.forward_features(
+            x, mask_ratio=self.mask_ratio, block_indices=block_indices, noise=noise
+        )
         pred = self.decoder(out.tokens, out.ids_restore)
         return {
             "feats": self.backbone.pool(out.tokens, self.online_features),

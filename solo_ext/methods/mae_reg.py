@@ -122,11 +122,11 @@ class MAERegularized(MAE):
     def _active(self):
         return [reg for reg in self.regularizers if self._weights.get(reg.name, 0.0) != 0.0]
 
-    def training_forward(self, x, block_indices=()):
+    def training_forward(self, x, indexes=None, crop=0, block_indices=()):
         # Only the blocks an active regularizer reads are returned: a regularizer at weight 0
         # costs nothing.
         blocks = sorted(set(block_indices).union(*(reg.blocks() for reg in self._active())))
-        out = super().training_forward(x, tuple(blocks))
+        out = super().training_forward(x, indexes, crop, tuple(blocks))
         out["block_positions"] = {b: i for i, b in enumerate(blocks)}
         return out
 

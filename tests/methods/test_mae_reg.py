@@ -1,0 +1,184 @@
+"""MAE and MAE + regularizers: config mapping, loss composition, zero-weight skipping, a real fit,
+checkpoints and auto-resume."""
+
+import csv
+import math
+
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+from solo_ext.args.pretrain import parse_cfg
+from solo_ext.losses.magma import magma_loss
+from solo_ext.losses.mae import mae_loss_func
+from solo_ext.losses.tcr import tcr_loss
+from solo_ext.losses.uniformity import uniformity_loss
+from solo_ext.methods import METHODS
+from solo_ext.pretrain import run_pretrain
+from solo_ext.utils.checkpointer import checkpoints_in
+from solo_ext.utils.errors import ConfigError
+from solo_ext.utils.index_noise import index_noise
+from tests.methods.tiny import ALL_REGULARIZERS, tiny_cfg
+
+WARMUP = {"name": "warmup", "base_weight": 0, "warmup_epochs": 2, "weight": 1, "reg_epochs": 100}
+
+
+def test_magma_legacy_keys_map_to_the_general_form(tmp_path):
+    cfg = parse_cfg(
+        tiny_cfg(
+            tmp_path,
+            method_kwargs={
+                "layers": [0],
+                "uniformity_weight": 0.01,
+                "reg_scheduler": WARMUP,
+                "rbf_scale": 2.0,
+            },
+        )
+    )
+    regs = OmegaConf.to_container(cfg.method_kwargs.regularizers)
+    assert regs["magma"]["layers"] == [0] and regs["magma"]["target_layer"] == 1
+    assert regs["magma"]["scheduler"]["name"] == "warmup" and regs["magma"]["rbf_scale"] == 2.0
+    assert regs["magma"]["gather"] is False
+    assert regs["uniformity"]["scheduler"] == {"name": "constant", "weight": 0.01, "interval": "epoch"}
+    assert regs["uniformity"]["gather"] is False
+    # args.json holds the resolved form; parsing it again gives the same config
+    again = parse_cfg(OmegaConf.to_container(cfg))
+    assert OmegaConf.to_container(again.method_kwargs) == OmegaConf.to_container(cfg.method_kwargs)
+
+
+def test_two_layers_means_first_regularizes_second(tmp_path):
+    cfg = parse_cfg(tiny_cfg(tmp_path, method_kwargs={"layers": [0, 1], "reg_scheduler": WARMUP}))
+    assert cfg.method_kwargs.regularizers.magma.layers == [0]
+    assert cfg.method_kwargs.regularizers.magma.target_layer == 1
+
+
+def test_u_mae_schedule_weights_uniformity(tmp_path):
+    cfg = parse_cfg(tiny_cfg(tmp_path, method="u-mae", method_kwargs={"reg_scheduler": WARMUP}))
+    assert list(cfg.method_kwargs.regularizers) == ["uniformity"]
+    assert cfg.method_kwargs.regularizers.uniformity.scheduler.name == "warmup"
+
+
+@pytest.mark.parametrize(
+    "method_kwargs, message",
+    [
+        ({"layers": [0]}, "method_kwargs.reg_scheduler: missing"),
+        ({"layers": [5], "reg_scheduler": WARMUP}, "method_kwargs.regularizers.magma.layers[0]=5"),
+        ({"regularizers": {"uniformty": {"weight": 1}}}, "did you mean 'uniformity'"),
+        ({"regularizers": {"tcr": {"weight": 1, "scheduler": WARMUP}}}, "exactly one of weight"),
+        ({"regularizers": {"tcr": {"weight": 1, "mu": -1}}}, "method_kwargs.regularizers.tcr.mu=-1"),
+        (
+            {"regularizers": {"tcr": {"weight": 1, "features": "pooled"}}},
+            "regularizers.tcr.features='pooled'",
+        ),
+        (
+            {"uniformity_weight": 0.1, "regularizers": {"uniformity": {"weight": 1}}},
+            "also set by MAGMA's flat keys",
+        ),
+        ({"regularizers": {"magma": {"weight": 1, "layers": [1]}}}, "holds only the target block"),
+        ({"mask_ratio": 1.0}, "method_kwargs.mask_ratio=1.0"),
+        ({"decoder_num_heads": 3}, "method_kwargs.decoder_num_heads=3"),
+        ({"reg_scheduler": {"name": "warmpu", "weight": 1}, "layers": [0]}, "did you mean 'warmup'"),
+    ],
+)
+def test_bad_regularizer_config_is_one_line(tmp_path, method_kwargs, message):
+    with pytest.raises(ConfigError) as err:
+        parse_cfg(tiny_cfg(tmp_path, method_kwargs=method_kwargs))
+    assert message in str(err.value) and "\n" not in str(err.value)
+
+
+def _model_and_batch(tmp_path, regularizers):
+    cfg = parse_cfg(tiny_cfg(tmp_path, method_kwargs={"regularizers": regularizers, "index_masks": True}))
+    model = METHODS[cfg.method](cfg)
+    torch.manual_seed(0)
+    batch = [torch.arange(16), [torch.randn(16, 3, 32, 32)], torch.randint(0, 10, (16,))]
+    return model, batch
+
+
+def test_loss_is_reconstruction_plus_weighted_regularizers(tmp_path):
+    model, batch = _model_and_batch(tmp_path, ALL_REGULARIZERS)
+    model._weights = {"uniformity": 0.1, "tcr": 0.1, "magma": 0.5}
+    model.log_dict = lambda *a, **k: None  # no trainer attached
+    total = model.training_step(batch, 0)
+
+    # independent recomputation from the backbone outputs
+    noise = index_noise(batch[0], model.backbone.num_patches, model.cfg.seed, 0, 0)
+    out = model.backbone.forward_features(batch[1][0], 0.75, (0, 1), noise=noise)
+    pred = model.decoder(out.tokens, out.ids_restore)
+    recon = mae_loss_func(batch[1][0], pred, out.mask, 8, False)
+    cls = out.tokens[:, 0]
+    magma = magma_loss(out.blocks[0][:, 1:].mean(1), out.blocks[1][:, 1:].mean(1))
+    logits = model.classifier(cls.detach())
+    expected = (
+        recon
+        + 0.1 * uniformity_loss(cls)
+        + 0.1 * tcr_loss(cls, mu=1.0)
+        + 0.5 * magma
+        + torch.nn.functional.cross_entropy(logits, batch[2])
+    )
+    torch.testing.assert_close(total, expected)
+
+
+def test_zero_weight_regularizer_is_not_computed(tmp_path):
+    model, batch = _model_and_batch(tmp_path, {"magma": {"layers": [0], "scheduler": WARMUP}})
+    logged = {}
+    model.log_dict = lambda logs, **k: logged.update(logs)
+    model._weights = {"magma": 0.0}
+    out = model.training_forward(batch[1][0], batch[0], 0)
+    assert out["blocks"] == ()  # no block output requested while MAGMA's weight is 0
+    model.training_step(batch, 0)
+    assert logged["train_magma_weight"] == 0.0 and "train_magma_loss" not in logged
+    model._weights = {"magma": 1.0}
+    model.training_step(batch, 0)
+    assert (
+        "train_magma_loss" in logged and len(model.training_forward(batch[1][0], batch[0], 0)["blocks"]) == 2
+    )
+
+
+def test_weights_follow_the_schedule_by_epoch(tmp_path):
+    model, _ = _model_and_batch(tmp_path, {"magma": {"layers": [0], "scheduler": WARMUP}})
+    reg = model.regularizers[0]
+    assert [reg.weight(0, epoch, 0.0) for epoch in range(4)] == [0.0, 0.0, 1.0, 1.0]
+
+
+def _metrics(run_dir):
+    rows = []
+    for path in sorted((run_dir / "csv").glob("version_*/metrics.csv")):
+        rows += list(csv.DictReader(open(path)))
+    return rows
+
+
+def test_fit_writes_checkpoint_args_and_metrics_then_resumes(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    cfg = tiny_cfg(
+        tmp_path,
+        method_kwargs={"regularizers": ALL_REGULARIZERS},
+        max_epochs=2,
+        auto_resume={"enabled": True},
+    )
+    trainer = run_pretrain(OmegaConf.create({**cfg, "max_epochs": 2}))
+    run_dirs = list((tmp_path / "trained_models" / "mae-reg").iterdir())
+    assert len(run_dirs) == 1
+    run_dir = run_dirs[0]
+    assert (run_dir / "args.json").exists()
+    ckpts = checkpoints_in(run_dir)
+    assert [c.name for c in ckpts] == [f"tiny-{run_dir.name}-ep=1.ckpt"]  # keep_prev off
+    rows = _metrics(run_dir)
+    for key in ("train_reconstruction_loss_step", "train_uniformity_loss_step", "train_tcr_loss_step"):
+        values = [float(r[key]) for r in rows if r.get(key)]
+        assert values and all(math.isfinite(v) for v in values)
+    assert any(r.get("val_knn_acc1") for r in rows) and any(r.get("val_acc1") for r in rows)
+    assert any(r.get("val_effective_rank") for r in rows)
+    assert (run_dir / "reconstructions" / "ep=1.png").exists()
+    steps_done = trainer.global_step
+
+    # the same config with more epochs is a different run; the same config resumes
+    trainer = run_pretrain(OmegaConf.create({**cfg, "max_epochs": 2}))
+    assert trainer.global_step == steps_done  # nothing left to do: it resumed, not restarted
+    assert len(list((tmp_path / "trained_models" / "mae-reg").iterdir())) == 1
+
+
+def test_lr_is_scaled_by_global_batch(tmp_path):
+    cfg = parse_cfg(tiny_cfg(tmp_path, accumulate_grad_batches=2, num_nodes=1))
+    assert cfg.derived.global_batch_size == 32
+    assert cfg.derived.lr == pytest.approx(1e-3 * 32 / 256)
+    assert cfg.derived.classifier_lr == pytest.approx(1e-2 * 32 / 256)
