@@ -9,8 +9,8 @@ import torch
 from omegaconf import OmegaConf
 
 from solo_ext.args.pretrain import parse_cfg
-from solo_ext.losses.magma import magma_loss
 from solo_ext.losses.mae import mae_loss_func
+from solo_ext.losses.magma import magma_loss
 from solo_ext.losses.tcr import tcr_loss
 from solo_ext.losses.uniformity import uniformity_loss
 from solo_ext.methods import METHODS
