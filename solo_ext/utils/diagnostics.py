@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 import os
 import tempfile
+import textwrap
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
@@ -21,6 +22,8 @@ import torch
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from torch import Tensor
+
+TITLE_WIDTH_CHARS = 60
 
 
 def singular_values(features: Tensor) -> Tensor:
@@ -117,7 +120,8 @@ def plot_spectra(spectra: Mapping[str, Tensor] | Tensor, path: str | Path, title
     ax.set_yscale("log", nonpositive="mask")
     ax.set_xlabel("singular value index")
     ax.set_ylabel("normalised singular value")
-    ax.set_title(title)
+    # Run names make long titles; wrap them rather than let the figure crop them.
+    ax.set_title("\n".join(textwrap.wrap(title, TITLE_WIDTH_CHARS)), fontsize=10)
     ax.grid(True, which="both", alpha=0.3)
     ax.legend()
     path = Path(path)

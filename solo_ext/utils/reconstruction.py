@@ -25,6 +25,9 @@ NORM_PIX_EPS = 1.0e-6
 # The value (on 0..255) that removed patches are painted with in the masked-input column.
 MASKED_GREY = 128
 
+# Captions wrap at the grid's width, but never narrower than this many characters.
+CAPTION_MIN_CHARS = 40
+
 
 def _to_uint8(pixels: Tensor) -> Tensor:
     """(N, 3, H, W) in [0, 1] -> (N, H, W, 3) uint8."""
@@ -112,8 +115,11 @@ def save_grid_png(grid: np.ndarray, path: str | Path, caption: str | None = None
     if caption:
         font = ImageFont.load_default()
         measure = ImageDraw.Draw(image)
-        char_width = max(measure.textlength("M", font=font), 1)
-        lines = textwrap.wrap(caption, width=max(int(grid.shape[1] // char_width), 8))
+        char_width = max(measure.textlength(caption, font=font) / len(caption), 1.0)
+        # Grids of small images are narrow; rather than wrap a caption into a column of word
+        # fragments, let the strip (and the canvas) be wider than the grid.
+        columns = max(int(grid.shape[1] / char_width), CAPTION_MIN_CHARS)
+        lines = textwrap.wrap(caption, width=columns, break_long_words=False)
         line_height = font.getbbox("Mg")[3] + 2
         width = max(grid.shape[1], *(int(measure.textlength(line, font=font)) + 4 for line in lines))
         canvas = Image.new("RGB", (width, line_height * len(lines) + 4 + grid.shape[0]), "white")

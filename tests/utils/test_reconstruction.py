@@ -112,3 +112,16 @@ def test_save_grid_png_with_caption_keeps_grid_below(tmp_path):
 def test_save_grid_png_rejects_non_uint8(tmp_path):
     with pytest.raises(ValueError, match="uint8"):
         save_grid_png(np.zeros((4, 4, 3), dtype=np.float32), tmp_path / "x.png")
+
+
+def test_long_caption_on_narrow_grid_is_not_cut_into_fragments(tmp_path):
+    grid = np.zeros((40, 100, 3), dtype=np.uint8)
+    caption = (
+        "epoch 0: original | masked | reconstruction "
+        "(norm_pix: de-normalised with each target patch's mean/std)"
+    )
+    image = np.asarray(Image.open(save_grid_png(grid, tmp_path / "c.png", caption)).convert("RGB"))
+    strip = image.shape[0] - grid.shape[0]
+    # wrapped at >= 40 characters: three lines at most, on a canvas wider than the grid
+    assert image.shape[1] > grid.shape[1] and strip < 60
+    assert np.array_equal(image[strip:, : grid.shape[1]], grid)
