@@ -9,7 +9,7 @@ import sys
 import hydra
 from omegaconf import DictConfig
 
-from solo_ext.utils.errors import ConfigError, DataError
+from solo_ext.utils.errors import ConfigError, DataError, NonFiniteLossError
 
 
 @hydra.main(version_base="1.2", config_path="scripts/pretrain/digits", config_name=None)
@@ -24,6 +24,9 @@ def main(cfg: DictConfig) -> None:
     except (ConfigError, DataError, CheckpointError) as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)
+    except NonFiniteLossError as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(3)
 
 
 if __name__ == "__main__":

@@ -18,6 +18,7 @@ from torchmetrics import MeanMetric
 
 from solo_ext.backbones import build_backbone
 from solo_ext.utils.diagnostics import effective_rank, singular_values
+from solo_ext.utils.errors import NonFiniteLossError
 from solo_ext.utils.knn import WeightedKNNClassifier
 from solo_ext.utils.optim import build_lr_scheduler, build_optimizer, build_param_groups
 
@@ -105,7 +106,22 @@ class BaseMethod(pl.LightningModule):
         if self.classifier is not None:
             logs.update(train_class_loss=class_loss, train_acc1=acc1, train_acc5=acc5)
         self.log_dict(logs, on_step=True, on_epoch=True, batch_size=targets.size(0))
-        return loss + class_loss
+        total = loss + class_loss
+        self.check_finite(total, logs)
+        return total
+
+    def check_finite(self, total: torch.Tensor, components: dict) -> None:
+        """Stop before a non-finite loss reaches the weights, naming the culprit. One scalar read
+        per step (the progress bar reads the loss anyway); nothing is saved after it, so the last
+        checkpoint stays the last good one."""
+        if torch.isfinite(total.detach()).item():
+            return
+        bad = [k for k, v in components.items() if torch.is_tensor(v) and not torch.isfinite(v).all()]
+        raise NonFiniteLossError(
+            f"non-finite loss at global step {self.global_step} (epoch {self.current_epoch}) in "
+            f"{', '.join(bad) or 'the total'}; stopped before the optimizer step, the last checkpoint is "
+            "untouched (lower the lr or a regularizer weight, or use precision=32, and resume)"
+        )
 
     # ----------------------------------------------------------------- validation
     def validation_step(self, batch, batch_idx, dataloader_idx: int = VAL_SET):

@@ -12,3 +12,7 @@ class ConfigError(ValueError):
 
 class DataError(RuntimeError):
     """A dataset is missing, unreadable or cannot be downloaded."""
+
+
+class NonFiniteLossError(FloatingPointError):
+    """A loss component became NaN or inf; the message names it and the step."""
