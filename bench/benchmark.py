@@ -1,0 +1,510 @@
+"""Throughput of solo-ext's MAE pretraining, measured in one run on one machine, one model, one batch.
+
+What it measures (each ``--repeats`` times, interleaved so that load from other processes on a
+shared machine hits every variant alike; the best run is kept, since contention only adds time):
+
+1. images/s of the full Lightning training step (``Trainer.fit`` built by
+   :func:`solo_ext.pretrain.build_trainer`, ``limit_train_batches`` = warm-up + timed steps) for
+   ``MAE`` and ``MAERegularized`` with uniformity, TCR, MAGMA (block depth-2 -> last block) alone
+   and all three on;
+2. the same MAE trained by a bare PyTorch loop (encoder + decoder + ``mae_loss_func`` + AdamW),
+   and the plugin's overhead as Lightning time / bare time;
+3. each regularizer's cost as its step time / the plain Lightning MAE step time;
+4. images/s of the pretraining data loaders (digits in memory; a folder of PNGs) against the model;
+5. model FLOPs per image (``FlopCounterMode`` over one forward+backward) and the achieved fraction
+   of the machine's matmul rate (a ``torch.mm`` probe in the same run).
+
+Every model and loader is built from a config through :func:`solo_ext.args.pretrain.parse_cfg`, so
+the real code path runs. The model defaults to the CIFAR recipe's architecture
+(``scripts/pretrain/cifar/mae.yaml``: ViT-S/4 at 32 px, decoder 512 x 8 x 16); ``--tiny`` swaps in
+a 2-block ViT for a smoke run.
+
+Every training variant (Lightning and bare) consumes the same pre-made batches, drawn once from
+the digits loader, so the step timings exclude data loading; the loader is timed on its own (4).
+
+Usage::
+
+    python bench/benchmark.py                      # CPU, batch 32
+    python bench/benchmark.py --device cuda --batch-size 256 --steps 20 --warmup 5
+    python bench/benchmark.py --tiny --steps 2 --warmup 1 --json out.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import logging
+import os
+import platform
+import sys
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+import lightning.pytorch as pl
+import numpy as np
+import torch
+from omegaconf import OmegaConf
+from PIL import Image
+from torch.nn.attention import SDPBackend, sdpa_kernel
+from torch.utils.data import DataLoader, Dataset
+from torch.utils.flop_counter import FlopCounterMode
+
+from solo_ext.args.pretrain import parse_cfg
+from solo_ext.backbones import build_backbone
+from solo_ext.losses.mae import mae_loss_func
+from solo_ext.methods import METHODS
+from solo_ext.pretrain import build_pretrain_loaders, build_trainer
+
+REPO = Path(__file__).resolve().parents[1]
+RECIPE = REPO / "scripts" / "pretrain" / "cifar" / "mae.yaml"
+RECIPE_AUGMENTATION = REPO / "scripts" / "pretrain" / "cifar" / "augmentations" / "reconstruction.yaml"
+
+TINY_BACKBONE = {
+    "name": "vit_tiny",
+    "kwargs": {"img_size": 32, "patch_size": 8, "depth": 2, "embed_dim": 32, "num_heads": 2},
+}
+TINY_DECODER = {"decoder_embed_dim": 16, "decoder_depth": 1, "decoder_num_heads": 2}
+
+# Weights as in the CIFAR recipes (u-mae / tcr-mae / magma-mae); any weight > 0 computes the term.
+UNIFORMITY = {"weight": 0.01}
+TCR = {"weight": 0.01, "mu": 1.0}
+MAGMA_WEIGHT = 1.0
+
+NUM_FOLDER_IMAGES = 512
+MATMUL_SIZE = 1024
+BARE = "bare PyTorch MAE loop"
+LIGHTNING = "Lightning MAE"
+
+
+# ---------------------------------------------------------------------------------------- configs
+def recipe_parts(tiny: bool) -> dict:
+    """Backbone, method kwargs, optimizer, scheduler and augmentation of the CIFAR MAE recipe."""
+    recipe = OmegaConf.to_container(OmegaConf.load(RECIPE), resolve=True)
+    augmentations = OmegaConf.to_container(OmegaConf.load(RECIPE_AUGMENTATION), resolve=True)
+    parts = {key: recipe[key] for key in ("backbone", "method_kwargs", "optimizer", "scheduler")}
+    parts["augmentations"] = augmentations
+    if tiny:
+        parts["backbone"] = copy.deepcopy(TINY_BACKBONE)
+        parts["method_kwargs"].update(TINY_DECODER)
+    # The lr schedule does not change the cost of a step; a warm-up longer than the one-epoch
+    # benchmark run would be rejected by parse_cfg.
+    parts["scheduler"]["warmup_epochs"] = 0
+    return parts
+
+
+def bench_cfg(args, parts: dict, method: str, regularizers: dict | None, **top) -> dict:
+    """A pretraining config (the raw dict ``parse_cfg`` checks) for one benchmark variant."""
+    method_kwargs = copy.deepcopy(parts["method_kwargs"])
+    if regularizers is not None:
+        method_kwargs["regularizers"] = copy.deepcopy(regularizers)
+    cfg = {
+        "name": "benchmark",
+        "method": method,
+        "backbone": copy.deepcopy(parts["backbone"]),
+        "method_kwargs": method_kwargs,
+        "data": {"dataset": "digits", "num_workers": args.num_workers},
+        "augmentations": copy.deepcopy(parts["augmentations"]),
+        "optimizer": {**copy.deepcopy(parts["optimizer"]), "batch_size": args.batch_size},
+        "scheduler": copy.deepcopy(parts["scheduler"]),
+        "knn_eval": {"enabled": False},
+        "checkpoint": {"enabled": False, "dir": str(args.workdir / "trained_models")},
+        "auto_resume": {"enabled": False},
+        "wandb": {"enabled": False},
+        "max_epochs": 1,
+        "accelerator": "gpu" if args.device == "cuda" else "cpu",
+        "devices": 1,
+        "strategy": "auto",
+        "precision": args.precision,
+        "limit_train_batches": args.warmup + args.steps,
+        "num_sanity_val_steps": 0,
+        "enable_progress_bar": False,
+        "enable_model_summary": False,
+    }
+    cfg.update(top)
+    return cfg
+
+
+def variants(depth: int) -> dict[str, tuple[str, dict | None]]:
+    """Lightning variants: row name -> (method, regularizers)."""
+    # MAGMA's CIFAR recipe regularizes the last block with block 10 of 12, i.e. depth - 2.
+    magma = {"layers": [max(depth - 2, 0)], "weight": MAGMA_WEIGHT}
+    return {
+        LIGHTNING: ("mae", None),
+        f"{LIGHTNING} + uniformity": ("mae-reg", {"uniformity": UNIFORMITY}),
+        f"{LIGHTNING} + tcr": ("mae-reg", {"tcr": TCR}),
+        f"{LIGHTNING} + magma": ("mae-reg", {"magma": magma}),
+        f"{LIGHTNING} + all three": ("mae-reg", {"uniformity": UNIFORMITY, "tcr": TCR, "magma": magma}),
+    }
+
+
+def build_model(cfg) -> pl.LightningModule:
+    torch.manual_seed(cfg.seed)  # same initial weights for every variant
+    return METHODS[cfg.method](cfg)
+
+
+# ---------------------------------------------------------------------------------------- timing
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+class StepTimer(pl.Callback):
+    """``time.perf_counter()`` at the end of every training batch (after the optimizer step)."""
+
+    def __init__(self, device: torch.device, warmup: int) -> None:
+        self.device = device
+        self.warmup = warmup
+        self.start: float | None = None
+        self.ends: list[float] = []
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        if self.start is None:
+            synchronize(self.device)
+            self.start = time.perf_counter()
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        synchronize(self.device)
+        self.ends.append(time.perf_counter())
+
+    def timed_seconds(self) -> float:
+        """Wall time of the steps after the warm-up, Lightning's loop between them included."""
+        first = self.ends[self.warmup - 1] if self.warmup else self.start
+        return self.ends[-1] - first
+
+
+class PremadeBatches(Dataset):
+    """Already collated batches, handed out as they are (``DataLoader(batch_size=None)``)."""
+
+    def __init__(self, batches: list) -> None:
+        self.batches = batches
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    def __getitem__(self, index: int):
+        return self.batches[index]
+
+
+def lightning_seconds(args, cfg_dict: dict, batches: list) -> float:
+    """Seconds for ``args.steps`` training steps of a real ``Trainer.fit``, after the warm-up."""
+    cfg = parse_cfg(cfg_dict)
+    model = build_model(cfg)
+    timer = StepTimer(args.torch_device, args.warmup)
+    run_dir = Path(tempfile.mkdtemp(dir=args.workdir))
+    trainer = build_trainer(cfg, run_dir, run_dir.name, [timer])
+    trainer.fit(model, DataLoader(PremadeBatches(batches), batch_size=None))
+    if len(timer.ends) != args.warmup + args.steps:
+        raise RuntimeError(f"Lightning ran {len(timer.ends)} steps, expected {args.warmup + args.steps}")
+    return timer.timed_seconds()
+
+
+def mae_forward_backward(model, images: torch.Tensor) -> torch.Tensor:
+    """The MAE objective without Lightning: masked encoder, decoder, reconstruction loss, backward."""
+    out = model.backbone.forward_features(images, mask_ratio=model.mask_ratio)
+    pred = model.decoder(out.tokens, out.ids_restore)
+    loss = mae_loss_func(images, pred, out.mask, model.patch_size, model.norm_pix_loss)
+    loss.backward()
+    return loss
+
+
+def bare_optimizer(model, cfg) -> torch.optim.Optimizer:
+    """AdamW on encoder + decoder with the recipe's lr, weight decay and betas (foreach, as
+    :func:`solo_ext.utils.optim.build_optimizer` sets it)."""
+    params = [p for p in (*model.backbone.parameters(), *model.decoder.parameters()) if p.requires_grad]
+    kwargs = OmegaConf.to_container(cfg.optimizer.kwargs)
+    return torch.optim.AdamW(
+        params, lr=cfg.derived.lr, weight_decay=cfg.optimizer.weight_decay, foreach=True, **kwargs
+    )
+
+
+def autocast(args):
+    return torch.autocast(
+        args.torch_device.type, dtype=torch.bfloat16, enabled=args.precision == "bf16-mixed"
+    )
+
+
+def bare_seconds(args, cfg_dict: dict, batches: list) -> float:
+    """Seconds for ``args.steps`` steps of a plain PyTorch loop on the same model and batches."""
+    cfg = parse_cfg(cfg_dict)
+    device = args.torch_device
+    model = build_model(cfg).to(device).train()
+    optimizer = bare_optimizer(model, cfg)
+    start = None
+    for step, (_, crops, _) in enumerate(batches):
+        if step == args.warmup:
+            synchronize(device)
+            start = time.perf_counter()
+        images = crops[0].to(device, non_blocking=True)
+        optimizer.zero_grad(set_to_none=True)
+        with autocast(args):
+            mae_forward_backward(model, images)
+        optimizer.step()
+    synchronize(device)
+    return time.perf_counter() - start
+
+
+def flops_per_image(args, cfg_dict: dict, batch) -> float:
+    """FLOPs of one MAE training forward+backward divided by the batch size."""
+    cfg = parse_cfg(cfg_dict)
+    model = build_model(cfg).to(args.torch_device).train()
+    images = batch[1][0].to(args.torch_device)
+    counter = FlopCounterMode(display=False)
+    # The fused CPU attention kernel has no FLOP formula; the math backend computes the same
+    # products as counted matmuls.
+    with sdpa_kernel(SDPBackend.MATH), counter, autocast(args):
+        mae_forward_backward(model, images)
+    return counter.get_total_flops() / images.shape[0]
+
+
+def matmul_flops_per_second(args) -> float:
+    """Measured rate of ``torch.mm`` on MATMUL_SIZE² float32 matrices."""
+    device = args.torch_device
+    a = torch.randn(MATMUL_SIZE, MATMUL_SIZE, device=device)
+    b = torch.randn(MATMUL_SIZE, MATMUL_SIZE, device=device)
+    iterations = 200 if device.type == "cuda" else 20
+    for _ in range(3):
+        torch.mm(a, b)
+    synchronize(device)
+    start = time.perf_counter()
+    for _ in range(iterations):
+        torch.mm(a, b)
+    synchronize(device)
+    return 2 * MATMUL_SIZE**3 * iterations / (time.perf_counter() - start)
+
+
+def loader_images_per_second(loader: DataLoader, max_batches: int) -> float:
+    """Images/s of one pass over ``loader`` (at most ``max_batches``), its first batch excluded
+    (worker start-up)."""
+    iterator = iter(loader)
+    next(iterator)
+    images, start = 0, time.perf_counter()
+    for _, (_, crops, _) in zip(range(max_batches - 1), iterator, strict=False):
+        images += crops[0].shape[0]
+    if images == 0:
+        raise RuntimeError("the loader gave a single batch; lower --batch-size to time it")
+    return images / (time.perf_counter() - start)
+
+
+def write_png_folder(root: Path, count: int, size: int) -> None:
+    """``count`` random ``size``-px RGB PNGs in two class folders (ImageFolder layout)."""
+    rng = np.random.default_rng(0)
+    for i in range(count):
+        folder = root / f"class_{i % 2}"
+        folder.mkdir(parents=True, exist_ok=True)
+        pixels = rng.integers(0, 256, size=(size, size, 3), dtype=np.uint8)
+        Image.fromarray(pixels).save(folder / f"{i:04d}.png")
+
+
+def take_batches(loader: DataLoader, count: int) -> list:
+    batches = []
+    while len(batches) < count:
+        for batch in loader:
+            batches.append(batch)
+            if len(batches) == count:
+                break
+    return batches
+
+
+# ---------------------------------------------------------------------------------------- report
+def machine() -> dict:
+    return {
+        "processor": platform.processor() or platform.machine(),
+        "platform": platform.platform(),
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+        # Other processes on a shared machine slow every measurement down; the load says how busy.
+        "load_average_1min": os.getloadavg()[0],
+    }
+
+
+def run(args) -> dict:
+    parts = recipe_parts(args.tiny)
+    with torch.device("meta"):  # only the depth is needed: no memory, no init time
+        depth = build_backbone(parts["backbone"]["name"], parts["backbone"]["kwargs"]).depth
+    rows = variants(depth)
+    cfg_of = {name: bench_cfg(args, parts, method, regs) for name, (method, regs) in rows.items()}
+    mae_cfg = cfg_of[LIGHTNING]
+    batch_size = args.batch_size
+
+    # The same batches for every training variant, drawn once through the real digits pipeline.
+    digits_loader, _ = build_pretrain_loaders(parse_cfg(mae_cfg))
+    batches = take_batches(digits_loader, args.warmup + args.steps)
+
+    seconds: dict[str, list[float]] = {BARE: [], **{name: [] for name in rows}}
+    for repeat in range(args.repeats):
+        print(f"repeat {repeat + 1}/{args.repeats} ...", file=sys.stderr, flush=True)
+        seconds[BARE].append(bare_seconds(args, mae_cfg, batches))
+        for name, cfg_dict in cfg_of.items():
+            seconds[name].append(lightning_seconds(args, cfg_dict, batches))
+
+    # Data loaders: the digits held in memory, and a folder of PNGs decoded on access.
+    folder = args.workdir / "png_folder"
+    write_png_folder(folder, NUM_FOLDER_IMAGES, 32)
+    folder_cfg = bench_cfg(
+        args,
+        parts,
+        "mae",
+        None,
+        data={
+            "dataset": "custom",
+            "train_path": str(folder),
+            "format": "image_folder",
+            "num_workers": args.num_workers,
+        },
+    )
+    folder_loader, _ = build_pretrain_loaders(parse_cfg(folder_cfg))
+    loader_rates = {"digits": [], "image_folder": []}
+    for _ in range(args.repeats):
+        loader_rates["digits"].append(loader_images_per_second(digits_loader, args.loader_batches))
+        loader_rates["image_folder"].append(loader_images_per_second(folder_loader, args.loader_batches))
+
+    flops = flops_per_image(args, mae_cfg, batches[0])
+    matmul = max(matmul_flops_per_second(args) for _ in range(args.repeats))
+
+    step_seconds = {name: min(values) / args.steps for name, values in seconds.items()}
+    ips = {name: batch_size / s for name, s in step_seconds.items()}
+    results = {
+        "settings": {
+            "device": args.device,
+            "precision": args.precision,
+            "batch_size": batch_size,
+            "steps": args.steps,
+            "warmup": args.warmup,
+            "repeats": args.repeats,
+            "num_workers": args.num_workers,
+            "tiny": args.tiny,
+            "backbone": parts["backbone"],
+            "decoder": {k: parts["method_kwargs"][k] for k in TINY_DECODER},
+            "magma_layers": rows[f"{LIGHTNING} + magma"][1]["magma"]["layers"],
+        },
+        "train": {
+            name: {
+                "images_per_second": ips[name],
+                "ms_per_step": 1000 * step_seconds[name],
+                "seconds_per_repeat": seconds[name],
+            }
+            for name in seconds
+        },
+        "plugin_overhead": step_seconds[LIGHTNING] / step_seconds[BARE],
+        "regularizer_cost": {
+            name: step_seconds[name] / step_seconds[LIGHTNING] for name in rows if name != LIGHTNING
+        },
+        "loaders": {
+            name: {
+                "images_per_second": max(rates),
+                "vs_lightning_mae": max(rates) / ips[LIGHTNING],
+                "rates_per_repeat": rates,
+            }
+            for name, rates in loader_rates.items()
+        },
+        "flops_per_image": flops,
+        "matmul_flops_per_second": matmul,
+        "achieved_fraction": {name: flops * ips[name] / matmul for name in (BARE, LIGHTNING)},
+    }
+    return results
+
+
+def format_table(results: dict) -> str:
+    m, s = results["machine"], results["settings"]
+    backbone = s["backbone"]
+    dec = s["decoder"]
+    lines = [
+        f"machine: {m['processor']}, {m['cpu_count']} cores, torch {m['torch']} "
+        f"({m['torch_threads']} threads), python {m['python']}, gpu {m['gpu']}, "
+        f"load average {m['load_average_1min']:.1f} at the end",
+        f"model: {backbone['name']} {backbone['kwargs']}, decoder "
+        f"{dec['decoder_embed_dim']}/{dec['decoder_depth']}/{dec['decoder_num_heads']}, "
+        f"magma layers {s['magma_layers']} -> last block",
+        f"run: device {s['device']}, precision {s['precision']}, batch {s['batch_size']}, "
+        f"{s['steps']} timed steps after {s['warmup']} warm-up, best of {s['repeats']}, "
+        f"loader workers {s['num_workers']}",
+        "",
+        f"{'measurement':<34} {'images/s':>10} {'ms/step':>10} {'ratio':>8}  compared with",
+    ]
+    train = results["train"]
+    for name, row in train.items():
+        if name == BARE:
+            ratio, against = "", ""
+        elif name == LIGHTNING:
+            ratio, against = f"{results['plugin_overhead']:.3f}", "bare loop time (plugin overhead)"
+        else:
+            ratio, against = f"{results['regularizer_cost'][name]:.3f}", "Lightning MAE time"
+        lines.append(
+            f"{name:<34} {row['images_per_second']:>10.1f} {row['ms_per_step']:>10.1f} {ratio:>8}  {against}"
+        )
+    labels = {
+        "digits": "loader digits (in memory)",
+        "image_folder": f"loader image_folder ({NUM_FOLDER_IMAGES} PNG)",
+    }
+    for name, row in results["loaders"].items():
+        lines.append(
+            f"{labels[name]:<34} {row['images_per_second']:>10.1f} {'':>10} "
+            f"{row['vs_lightning_mae']:>8.2f}  Lightning MAE images/s"
+        )
+    lines += [
+        "",
+        f"{'model FLOPs per image':<34} {results['flops_per_image'] / 1e9:>10.3f} GFLOP (forward+backward)",
+        f"{'matmul probe':<34} {results['matmul_flops_per_second'] / 1e9:>10.1f} GFLOP/s "
+        f"(torch.mm {MATMUL_SIZE}x{MATMUL_SIZE} float32)",
+    ]
+    for name, fraction in results["achieved_fraction"].items():
+        lines.append(f"{'achieved fraction, ' + name:<34} {fraction:>10.3f} of the matmul rate")
+    return "\n".join(lines)
+
+
+def parse_args(argv: list[str] | None = None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    parser.add_argument("--precision", choices=("32-true", "bf16-mixed"), default="32-true")
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--steps", type=int, default=5, help="timed training steps per run")
+    parser.add_argument("--warmup", type=int, default=2, help="untimed training steps before them")
+    parser.add_argument("--repeats", type=int, default=3, help="runs per measurement; the best is kept")
+    parser.add_argument("--threads", type=int, default=torch.get_num_threads())
+    parser.add_argument("--num-workers", type=int, default=0, help="data loader workers")
+    parser.add_argument("--loader-batches", type=int, default=40, help="batches per loader pass")
+    parser.add_argument("--tiny", action="store_true", help="a 2-block ViT for a fast smoke run")
+    parser.add_argument("--json", type=Path, help="also write the results here")
+    args = parser.parse_args(argv)
+    if args.device == "cuda" and not torch.cuda.is_available():
+        parser.error("--device cuda: no CUDA GPU is available here")
+    for key in ("batch_size", "steps", "repeats", "threads", "loader_batches"):
+        if getattr(args, key) < 1:
+            parser.error(f"--{key.replace('_', '-')} must be >= 1")
+    if args.warmup < 0 or args.num_workers < 0:
+        parser.error("--warmup and --num-workers must be >= 0")
+    if args.loader_batches < 2:
+        parser.error("--loader-batches must be >= 2 (the first batch is not timed)")
+    args.torch_device = torch.device(args.device)
+    return args
+
+
+def quiet_lightning() -> None:
+    # Lightning's start-up banner and its hints about loader workers would bury the table.
+    for name in ("lightning.pytorch", "lightning.fabric"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    warnings.filterwarnings("ignore", module="lightning")
+
+
+def main(argv: list[str] | None = None) -> dict:
+    args = parse_args(argv)
+    torch.set_num_threads(args.threads)
+    quiet_lightning()
+    with tempfile.TemporaryDirectory(prefix="solo_ext_bench_") as workdir:
+        args.workdir = Path(workdir)
+        results = run(args)
+    results["machine"] = machine()
+    print(format_table(results))
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2))
+    return results
+
+
+if __name__ == "__main__":
+    main()
