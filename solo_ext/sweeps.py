@@ -1,0 +1,207 @@
+"""Dry-run a wandb sweep file: every point it can launch, composed and validated, nothing trained.
+
+A wandb agent launches ``main_pretrain.py`` with the sweep's ``command``, in which
+``${args_no_hyphens}`` becomes one ``key=value`` argument per swept parameter, the value written
+as Python's ``str`` writes it (``0.01``, ``True``, ``[2, 4]``). A key that is not in the base
+config, or a value that ``parse_cfg`` rejects, only shows up when the agent's run crashes: hours
+later on a cluster, once per trial. :func:`dry_run` renders the same arguments for a finite set
+of points and runs Hydra's composition and :func:`solo_ext.args.pretrain.parse_cfg` on each:
+
+- ``grid``: the cartesian product of the ``values`` lists (wandb's own grid);
+- ``random``/``bayes``: ``values`` lists enumerated, ranges (``min``/``max``) tried at their
+  minimum, middle and maximum (the geometric middle for log-uniform ones), then the product.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import shlex
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import yaml
+from hydra import compose, initialize_config_dir
+from hydra.errors import HydraException
+from omegaconf.errors import OmegaConfBaseException
+
+from solo_ext.args.pretrain import parse_cfg
+from solo_ext.utils.errors import ConfigError, DataError
+
+REPO = Path(__file__).resolve().parents[1]
+# The config_path that main_pretrain.py's @hydra.main uses when no --config-path is given.
+DEFAULT_CONFIG_DIR = REPO / "scripts" / "pretrain" / "digits"
+METHODS = ("grid", "random", "bayes")
+# wandb's range distributions, by the scale on which their min/max are written.
+LINEAR_RANGES = ("uniform", "q_uniform", "int_uniform")
+LOG_VALUE_RANGES = ("log_uniform_values", "q_log_uniform_values")
+LOG_EXPONENT_RANGES = ("log_uniform", "q_log_uniform")
+
+
+def load_sweep(path: str | Path) -> dict:
+    """The sweep file as a dict, its required keys checked (``ConfigError`` otherwise)."""
+    with open(path) as f:
+        try:
+            sweep = yaml.safe_load(f)
+        except yaml.YAMLError as err:
+            raise ConfigError(f"{path}: not valid YAML ({' '.join(str(err).split())})") from err
+    if not isinstance(sweep, dict):
+        raise ConfigError(f"{path}: not a mapping; a wandb sweep file is a YAML mapping")
+    if sweep.get("method") not in METHODS:
+        raise ConfigError(f"method={sweep.get('method')!r}: must be one of {', '.join(METHODS)}")
+    params = sweep.get("parameters")
+    if not isinstance(params, dict) or not params:
+        raise ConfigError(f"parameters={params!r}: must be a non-empty mapping of dotted config keys")
+    command = sweep.get("command")
+    if not isinstance(command, list) or "${args_no_hyphens}" not in command:
+        raise ConfigError(
+            f"command={command!r}: must be a list ending in ${{args_no_hyphens}} so that the swept "
+            "values reach Hydra as key=value overrides"
+        )
+    return sweep
+
+
+def fixed_arguments(sweep: dict) -> tuple[str | None, str | None, list[str]]:
+    """(``--config-path``, ``--config-name``, the fixed ``key=value`` overrides) of the command;
+    the ``${...}`` macros (env, interpreter, program, args) are the agent's to fill."""
+    config_path = config_name = None
+    overrides: list[str] = []
+    words = iter(str(word) for word in sweep["command"])
+    for word in words:
+        if word.startswith("${"):
+            continue
+        if word in ("--config-name", "-cn", "--config-path", "-cp"):
+            value = next(words, None)
+            if value is None:
+                raise ConfigError(f"command: {word} is not followed by a value")
+            if word in ("--config-name", "-cn"):
+                config_name = value
+            else:
+                config_path = value
+        elif word.startswith("--config-name="):
+            config_name = word.split("=", 1)[1]
+        elif word.startswith("--config-path="):
+            config_path = word.split("=", 1)[1]
+        elif word.startswith("-"):
+            raise ConfigError(f"command: {word!r} is not a Hydra option main_pretrain.py takes here")
+        else:
+            overrides.append(word)
+    return config_path, config_name, overrides
+
+
+def _range_points(key: str, spec: dict) -> list[Any]:
+    """min, middle, max of a wandb range, as the values a run would receive."""
+    low, high = spec.get("min"), spec.get("max")
+    if not all(isinstance(v, int | float) and not isinstance(v, bool) for v in (low, high)) or low > high:
+        raise ConfigError(f"parameters.{key}={spec!r}: a range needs numbers min <= max")
+    both_int = isinstance(low, int) and isinstance(high, int)
+    distribution = spec.get("distribution", "int_uniform" if both_int else "uniform")
+    if distribution in LINEAR_RANGES:
+        points = [low, (low + high) / 2, high]
+    elif distribution in LOG_VALUE_RANGES:
+        if low <= 0:
+            raise ConfigError(f"parameters.{key}.min={low!r}: a log-uniform range needs min > 0")
+        points = [low, math.sqrt(low * high), high]
+    elif distribution in LOG_EXPONENT_RANGES:  # min/max are natural-log exponents
+        points = [math.exp(low), math.exp((low + high) / 2), math.exp(high)]
+    else:
+        known = LINEAR_RANGES + LOG_VALUE_RANGES + LOG_EXPONENT_RANGES
+        raise ConfigError(
+            f"parameters.{key}.distribution={distribution!r}: the dry run covers {', '.join(known)}"
+        )
+    if distribution == "int_uniform" or (distribution.startswith("q_") and both_int):
+        points = [round(p) for p in points]
+    return list(dict.fromkeys(points))  # an empty or integer range repeats its middle
+
+
+def parameter_values(key: str, spec: Any, method: str) -> list[Any]:
+    """The values of one swept parameter that the dry run tries."""
+    if not isinstance(spec, dict):
+        raise ConfigError(f"parameters.{key}={spec!r}: must be a mapping with values, value or min/max")
+    if "parameters" in spec:
+        raise ConfigError(
+            f"parameters.{key}: nested parameters reach ${{args_no_hyphens}} as one dict; write dotted "
+            "keys (method_kwargs.mask_ratio) instead"
+        )
+    if "value" in spec:
+        return [spec["value"]]
+    if "values" in spec:
+        values = spec["values"]
+        if not isinstance(values, list) or not values:
+            raise ConfigError(f"parameters.{key}.values={values!r}: must be a non-empty list")
+        return values
+    if method == "grid":
+        raise ConfigError(f"parameters.{key}={spec!r}: a grid sweep needs values (or value)")
+    return _range_points(key, spec)
+
+
+def render_argument(key: str, value: Any) -> str:
+    """One ``${args_no_hyphens}`` word, written as the wandb agent writes it (``f"{key}={value}"``)."""
+    return f"{key}={value}"
+
+
+def sweep_points(sweep: dict) -> Iterator[list[str]]:
+    """The swept ``key=value`` words of every point, in the order of the parameters."""
+    keys = list(sweep["parameters"])
+    values = [parameter_values(key, sweep["parameters"][key], sweep["method"]) for key in keys]
+    for point in itertools.product(*values):
+        yield [render_argument(key, value) for key, value in zip(keys, point, strict=True)]
+
+
+def resolve_config_dir(config_path: str | None) -> Path:
+    """As main_pretrain.py reads ``--config-path``: absolute, or relative to its folder."""
+    if config_path is None:
+        return DEFAULT_CONFIG_DIR
+    path = Path(config_path).expanduser()
+    return path if path.is_absolute() else (REPO / path).resolve()
+
+
+def check_point(config_dir: Path, config_name: str, overrides: list[str]) -> None:
+    """Compose the config as main_pretrain.py would and validate it; ``ConfigError`` (one line) if
+    Hydra refuses an override or parse_cfg a value."""
+    try:
+        with initialize_config_dir(config_dir=str(config_dir), version_base="1.2"):
+            cfg = compose(config_name=config_name, overrides=overrides)
+    except (HydraException, OmegaConfBaseException) as err:
+        # Hydra's messages span lines (the override, then a hint); the first names the key.
+        lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+        raise ConfigError(" ".join(lines[:2]) or type(err).__name__) from err
+    parse_cfg(cfg)
+
+
+def dry_run(
+    sweep_file: str | Path,
+    config_path: str | None = None,
+    max_points: int | None = None,
+    echo: Callable[[str], None] = print,
+) -> int:
+    """Print every point's command line and ``OK`` or its error; return how many points failed.
+
+    ``config_path`` overrides the command's ``--config-path``; ``max_points`` stops after that many.
+    """
+    sweep = load_sweep(sweep_file)
+    command_path, config_name, fixed = fixed_arguments(sweep)
+    if config_name is None:
+        raise ConfigError("command: no --config-name; main_pretrain.py needs one")
+    config_dir = resolve_config_dir(config_path or command_path)
+    if not (config_dir / config_name).is_file():
+        raise ConfigError(f"--config-name={config_name!r}: no such file in {config_dir}")
+    program = sweep.get("program", "main_pretrain.py")
+    head = ["python", program]
+    if command_path is not None:
+        head += ["--config-path", command_path]
+    head += ["--config-name", config_name]
+    failed = 0
+    points = sweep_points(sweep)
+    for swept in itertools.islice(points, max_points):
+        overrides = fixed + swept
+        echo(shlex.join(head + overrides))
+        try:
+            check_point(config_dir, config_name, overrides)
+        except (ConfigError, DataError) as err:
+            failed += 1
+            echo(f"  FAILED: {err}")
+        else:
+            echo("  OK")
+    return failed
