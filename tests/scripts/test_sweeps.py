@@ -16,10 +16,22 @@ from pathlib import Path
 
 import pytest
 import yaml
+from hydra import compose, initialize_config_dir
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import OmegaConf
 from wandb.sdk.launch.sweeps.utils import create_sweep_command_args
 
 import sweep_dry_run
-from solo_ext.sweeps import dry_run, fixed_arguments, load_sweep, parameter_values, sweep_points
+from solo_ext.args.pretrain import parse_cfg
+from solo_ext.pretrain import check_not_multirun_ddp, run_pretrain
+from solo_ext.sweeps import (
+    DEFAULT_CONFIG_DIR,
+    dry_run,
+    fixed_arguments,
+    load_sweep,
+    parameter_values,
+    sweep_points,
+)
 from solo_ext.utils.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[2]
@@ -147,6 +159,30 @@ MULTIRUN = [
 ]
 
 
+def test_multirun_mode_refuses_in_process_ddp_before_writing(tmp_path):
+    """run_pretrain as a multirun job sees it: Hydra's config in MULTIRUN mode, devices=2."""
+    overrides = [
+        "hydra.mode=MULTIRUN",
+        "devices=2",
+        "strategy=ddp",
+        "accelerator=cpu",
+        f"checkpoint.dir={tmp_path / 'tm'}",
+    ]
+    with initialize_config_dir(config_dir=str(DEFAULT_CONFIG_DIR), version_base="1.2"):
+        full = compose(config_name="mae.yaml", overrides=overrides, return_hydra_config=True)
+    job_cfg = OmegaConf.masked_copy(full, [key for key in full if key != "hydra"])
+    HydraConfig.instance().set_config(full)
+    try:
+        with pytest.raises(ConfigError, match=r"devices=2: in-process DDP inside a Hydra multirun"):
+            run_pretrain(job_cfg)
+    finally:
+        HydraConfig.instance().cfg = None
+    assert not (tmp_path / "tm").exists()
+    # The same config outside a multirun passes the check (it is the mode that is refused).
+    check_not_multirun_ddp(parse_cfg(job_cfg))
+
+
+@pytest.mark.slow
 def test_multirun_refuses_in_process_ddp(tmp_path):
     proc = run_main(tmp_path, [*MULTIRUN, "devices=2", "strategy=ddp", "accelerator=cpu"], timeout=120)
     assert proc.returncode == 2, proc.stderr[-3000:]
