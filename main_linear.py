@@ -1,0 +1,36 @@
+"""Evaluate a pretrained backbone offline: linear probe, partial or full fine-tuning.
+
+python main_linear.py --config-name linear.yaml pretrained_feature_extractor=trained_models/mae/<run id>
+python main_linear.py --config-name finetune.yaml pretrained_feature_extractor=<run folder or .ckpt>
+python main_linear.py --config-path scripts/linear/cifar --config-name mae.yaml \
+    pretrained_feature_extractor=<run folder or .ckpt>
+python main_linear.py --config-name linear.yaml ++allow_random_backbone=True    # random-backbone baseline
+
+A run folder stands for its newest checkpoint; the backbone is read from its args.json. A
+checkpoint file name holds an "=", which Hydra wants quoted: 'pretrained_feature_extractor="<file>"'.
+"""
+
+import sys
+
+import hydra
+from omegaconf import DictConfig
+
+from solo_ext.utils.errors import ConfigError, DataError
+
+
+@hydra.main(version_base="1.2", config_path="scripts/linear/digits", config_name=None)
+def main(cfg: DictConfig) -> None:
+    if not cfg:
+        sys.exit("error: no config chosen; pass --config-name (e.g. --config-name linear.yaml)")
+    from solo_ext.linear import run_linear
+    from solo_ext.utils.checkpoint_loading import CheckpointError
+
+    try:
+        run_linear(cfg)
+    except (ConfigError, DataError, CheckpointError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,142 @@
+"""What ``main_linear.py`` does, as a function: cfg -> pretrained backbone -> LinearModel -> fit."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+import lightning.pytorch as pl
+from omegaconf import DictConfig, OmegaConf
+from timm.data import create_transform
+from torch.utils.data import DataLoader
+
+from solo_ext.args.linear import parse_cfg
+from solo_ext.backbones import MaskedViT, build_backbone
+from solo_ext.data import (
+    dataset_mean_std,
+    prepare_classification_datasets,
+    prepare_dataloader,
+    prepare_transforms,
+)
+from solo_ext.methods.linear import LinearModel
+from solo_ext.pretrain import CKPT_ENV, RUN_ID_ENV, build_trainer, check_not_multirun_ddp, resolve_run
+from solo_ext.utils.checkpoint_loading import load_backbone_weights
+from solo_ext.utils.checkpointer import Checkpointer, find_resumable
+
+# What makes two evaluation runs the same experiment, beyond the keys the pretraining auto-resume
+# compares (name, backbone, dataset, optimizer, ...): which weights are evaluated, and how.
+SAME_EVALUATION = ("pretrained_feature_extractor", "mode", "partial_blocks", "features", "batchnorm_head")
+
+# timm's RandAugment policy with random erasing, solo-learn's (and MAE's) fine-tuning augmentation
+AUTO_AUGMENT_POLICY, RANDOM_ERASE_PROB = "rand-m9-mstd0.5-inc1", 0.25
+
+
+def load_backbone(cfg: DictConfig) -> MaskedViT:
+    """Build ``cfg.backbone`` and load ``cfg.pretrained_feature_extractor`` into it, strictly.
+
+    Raises:
+        CheckpointError: unreadable checkpoint, or one that does not fit the backbone (missing,
+            unexpected or mismatched keys listed).
+    """
+    backbone = build_backbone(cfg.backbone.name, OmegaConf.to_container(cfg.backbone.kwargs))
+    if cfg.pretrained_feature_extractor is None:
+        print(
+            "WARNING: pretrained_feature_extractor=None with allow_random_backbone=True: evaluating a "
+            "RANDOMLY INITIALISED backbone; the numbers are a baseline, not a pretrained model's",
+            file=sys.stderr,
+        )
+        return backbone
+    report = load_backbone_weights(backbone, cfg.pretrained_feature_extractor)
+    resized = ", positional embedding interpolated" if report["pos_embed_interpolated"] else ""
+    print(
+        f"loaded {report['num_tensors']} tensors ({report['format']} format{resized}) from "
+        f"{cfg.pretrained_feature_extractor}"
+    )
+    return backbone
+
+
+def build_linear_loaders(cfg: DictConfig, crop_size: int) -> tuple[DataLoader, list[DataLoader]]:
+    """(train loader, [val loader] plus, with kNN on, the training set under the val transform).
+
+    Batches are ``[x (B, 3, crop_size, crop_size), y (B,)]``; training images are randomly
+    resized crops (timm's RandAugment and random erasing on top with ``auto_augment``).
+    """
+    data = cfg.data
+    train_transform, val_transform = prepare_transforms(data.dataset, crop_size)
+    if cfg.auto_augment:
+        mean, std = dataset_mean_std(data.dataset)
+        train_transform = create_transform(
+            crop_size,
+            is_training=True,
+            auto_augment=AUTO_AUGMENT_POLICY,
+            interpolation="bicubic",
+            re_prob=RANDOM_ERASE_PROB,
+            re_mode="pixel",
+            mean=mean,
+            std=std,
+        )
+    sets = {"train_path": data.train_path, "val_path": data.val_path, "data_format": data.format}
+    train_ds, val_ds = prepare_classification_datasets(
+        data.dataset, train_transform, val_transform, fraction=data.fraction, **sets
+    )
+    batch_size = cfg.optimizer.batch_size
+    train_loader = prepare_dataloader(train_ds, batch_size, data.num_workers)
+
+    def eval_loader(ds):
+        return prepare_dataloader(ds, batch_size, data.num_workers, shuffle=False, drop_last=False)
+
+    val_loaders = [eval_loader(val_ds)]
+    if cfg.knn_eval.enabled:
+        clean_train_ds, _ = prepare_classification_datasets(
+            data.dataset, val_transform, val_transform, fraction=data.fraction, **sets
+        )
+        val_loaders.append(eval_loader(clean_train_ds))
+    return train_loader, val_loaders
+
+
+def resolve_linear_run(cfg: DictConfig) -> tuple[str, str | None]:
+    """(run id, checkpoint to resume or None), as for pretraining, except that auto-resume also
+    requires the same evaluated checkpoint and protocol (:data:`SAME_EVALUATION`): a probe of
+    another backbone is never continued."""
+    if cfg.auto_resume.enabled and not os.environ.get(RUN_ID_ENV) and not cfg.resume_from_checkpoint:
+        ckpt, run_id = find_resumable(cfg)
+        if ckpt is not None:
+            old = json.loads((ckpt.parent / "args.json").read_text())
+            if all(old.get(key) == OmegaConf.select(cfg, key) for key in SAME_EVALUATION):
+                print(f"auto-resume: continuing run {run_id} from {ckpt}")
+                return run_id, str(ckpt)
+    without_auto = OmegaConf.merge(cfg, {"auto_resume": {"enabled": False}})
+    return resolve_run(without_auto)
+
+
+def run_linear(raw_cfg: DictConfig) -> pl.Trainer:
+    cfg = parse_cfg(raw_cfg)
+    check_not_multirun_ddp(cfg)
+    pl.seed_everything(cfg.seed, workers=True, verbose=False)
+    # every error a user can cause (bad weights, missing data) surfaces before a file is written
+    backbone = load_backbone(cfg)
+    train_loader, val_loaders = build_linear_loaders(cfg, backbone.img_size)
+    run_id, ckpt_path = resolve_linear_run(cfg)
+    if cfg.derived.world_size > 1:
+        os.environ[RUN_ID_ENV], os.environ[CKPT_ENV] = run_id, ckpt_path or ""
+    run_dir = Path(cfg.checkpoint.dir) / cfg.method / run_id
+
+    model = LinearModel(backbone, cfg)
+    checkpointer = Checkpointer(
+        cfg, run_dir, run_id, frequency=cfg.checkpoint.frequency, keep_prev=cfg.checkpoint.keep_prev
+    )
+    trainer = build_trainer(cfg, run_dir, run_id, [checkpointer] if cfg.checkpoint.enabled else [])
+    if not cfg.checkpoint.enabled and trainer.is_global_zero:
+        checkpointer.save_args()  # args.json beside the logs even without checkpoints
+    if trainer.is_global_zero:
+        derived = cfg.derived
+        trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+        print(
+            f"run {run_id}: {cfg.mode} ({trainable:,} trainable parameters, {cfg.features} features), "
+            f"{derived.world_size} process(es), global batch {derived.global_batch_size}, "
+            f"lr {cfg.optimizer.lr} x {derived.lr_scale:g} = {derived.lr:.3g} -> {run_dir}"
+        )
+    trainer.fit(model, train_loader, val_loaders, ckpt_path=ckpt_path)
+    return trainer

@@ -1,0 +1,293 @@
+"""LinearModel: a pretrained ViT evaluated offline by linear probing, partial or full fine-tuning.
+
+The three protocols of MAE (He et al., "Masked Autoencoders Are Scalable Vision Learners", CVPR
+2022, Sec. 4 and Fig. 9), chosen by ``mode``:
+
+- ``linear``: the backbone is frozen and kept in eval mode (no dropout or drop-path; a ViT has
+  no BatchNorm), features are computed without autograd, only the head trains; optionally
+  behind BatchNorm1d without affine parameters, MAE's linear-probe head.
+- ``partial``: the last ``partial_blocks`` blocks and the final norm train, the rest is frozen
+  and in eval mode; ``partial_blocks=0.5`` trains only the MLP sub-block (norm2, mlp) of the
+  last block.
+- ``finetune``: everything trains, the positional embedding included (as in MAE's fine-tuning,
+  where it is a learnable parameter initialised from the fixed sin-cos table), with layer-wise
+  lr decay (BEiT, Bao et al. 2022; MAE's fine-tuning recipe) when ``optimizer.layer_decay > 0``.
+
+Training may mix samples with timm's Mixup/CutMix (soft targets, ``SoftTargetCrossEntropy``) or
+smooth labels (``LabelSmoothingCrossEntropy``). Validation is plain cross-entropy on the val set.
+Logged keys (solo-learn's): ``train_loss``, ``train_acc1``/``train_acc5`` (not under mixup,
+whose targets are not single labels), ``val_loss``, ``val_acc1``, ``val_acc5``, plus
+``val_effective_rank`` of the features fed to the head and, with ``knn_eval``,
+``val_knn_acc1``/``val_knn_acc5``.
+"""
+
+from __future__ import annotations
+
+import lightning.pytorch as pl
+import torch
+import torch.nn.functional as F
+from omegaconf import DictConfig, OmegaConf
+from timm.data import Mixup
+from timm.layers import trunc_normal_
+from timm.loss import LabelSmoothingCrossEntropy, SoftTargetCrossEntropy
+from torch import nn
+from torchmetrics import MeanMetric
+
+from solo_ext.backbones.vit import MaskedViT
+from solo_ext.methods.base import KNN_TRAIN_SET, VAL_SET, accuracy_at_k
+from solo_ext.utils.diagnostics import effective_rank
+from solo_ext.utils.knn import WeightedKNNClassifier
+from solo_ext.utils.optim import build_lr_scheduler, build_optimizer, build_param_groups, warmup_cosine
+
+
+def trainable_modules(backbone: MaskedViT, mode: str, partial_blocks: float | None = None) -> list[nn.Module]:
+    """The parts of ``backbone`` that train in ``mode``; everything else is frozen.
+
+    Args:
+        backbone: the ViT.
+        mode: ``linear`` (none), ``partial`` or ``finetune`` (the whole backbone).
+        partial_blocks: for ``partial``, the number of last blocks to train with the final norm,
+            or 0.5 for the MLP sub-block of the last block (its norm2 and mlp) and the final norm.
+    """
+    if mode == "linear":
+        return []
+    if mode == "finetune":
+        return [backbone]
+    if mode != "partial":
+        raise ValueError(f"mode={mode!r}: must be linear, partial or finetune")
+    if partial_blocks == 0.5:
+        last = backbone.blocks[-1]
+        # timm Block: x + drop_path1(ls1(attn(norm1(x)))), then x + drop_path2(ls2(mlp(norm2(x))))
+        return [last.norm2, last.mlp, last.ls2, last.drop_path2, backbone.norm]
+    if not isinstance(partial_blocks, int) or not 1 <= partial_blocks <= backbone.depth:
+        raise ValueError(f"partial_blocks={partial_blocks!r}: must be 0.5 or in [1, {backbone.depth}]")
+    return [*backbone.blocks[-partial_blocks:], backbone.norm]
+
+
+def vit_layer_id(name: str, depth: int) -> int:
+    """Layer of a ViT parameter for layer-wise lr decay: 0 for ``patch_embed.*``, ``cls_token``
+    and ``pos_embed``, i + 1 for ``blocks.<i>.*``, depth + 1 for the final norm (and the head)."""
+    if name in ("cls_token", "pos_embed") or name.startswith("patch_embed."):
+        return 0
+    if name.startswith("blocks."):
+        return int(name.split(".")[1]) + 1
+    return depth + 1
+
+
+def layer_decay_scales(depth: int, layer_decay: float) -> list[float]:
+    """lr multiplier of each layer id 0 .. depth + 1: ``layer_decay ** (depth + 1 - id)``, so the
+    head trains at the full lr and the patch embedding at ``layer_decay ** (depth + 1)``."""
+    return [layer_decay ** (depth + 1 - layer) for layer in range(depth + 2)]
+
+
+class LinearModel(pl.LightningModule):
+    """A backbone and a classification head, trained as ``cfg.mode`` says (module docstring).
+
+    Args:
+        backbone: the ViT, pretrained weights already loaded.
+        cfg: a config from :func:`solo_ext.args.linear.parse_cfg`.
+    """
+
+    def __init__(self, backbone: MaskedViT, cfg: DictConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.mode = cfg.mode
+        self.features = cfg.features
+        self.num_classes = cfg.data.num_classes
+        self.backbone = backbone
+        self._trainable = trainable_modules(backbone, cfg.mode, cfg.partial_blocks)
+        backbone.requires_grad_(False)
+        for module in self._trainable:
+            module.requires_grad_(True)
+
+        dim = backbone.num_features
+        head = nn.Linear(dim, self.num_classes)
+        # MAE's head initialisations: std 0.01 for the probe, 2e-5 when fine-tuning, where the
+        # head starts near zero so the pretrained features are not disturbed by large gradients.
+        trunc_normal_(head.weight, std=2e-5 if cfg.mode == "finetune" else 0.01)
+        nn.init.zeros_(head.bias)
+        self.classifier = (
+            nn.Sequential(nn.BatchNorm1d(dim, affine=False, eps=1e-6), head) if cfg.batchnorm_head else head
+        )
+
+        self.mixup = None
+        if cfg.mixup > 0 or cfg.cutmix > 0:
+            self.mixup = Mixup(
+                mixup_alpha=cfg.mixup,
+                cutmix_alpha=cfg.cutmix,
+                label_smoothing=cfg.label_smoothing,
+                num_classes=self.num_classes,
+            )
+            self.loss_func = SoftTargetCrossEntropy()
+        elif cfg.label_smoothing > 0:
+            self.loss_func = LabelSmoothingCrossEntropy(cfg.label_smoothing)
+        else:
+            self.loss_func = nn.CrossEntropyLoss()
+
+        self.knn = None
+        if cfg.knn_eval.enabled:
+            self.knn = WeightedKNNClassifier(
+                k=cfg.knn_eval.k,
+                T=cfg.knn_eval.T,
+                distance_fx=cfg.knn_eval.distance_func,
+                num_classes=self.num_classes,
+            )
+        self.val_loss_metric = MeanMetric()
+        self.val_acc1_metric = MeanMetric()
+        self.val_acc5_metric = MeanMetric()
+        self._rank_features: list[torch.Tensor] = []
+        self._rank_count = 0
+
+    # ----------------------------------------------------------------- modes
+    def train(self, mode: bool = True) -> LinearModel:
+        """Frozen parts of the backbone stay in eval mode whatever Lightning asks, so that a frozen
+        block never applies dropout or drop-path."""
+        super().train(mode)
+        self.backbone.eval()
+        for module in self._trainable:
+            module.train(mode)
+        return self
+
+    # ----------------------------------------------------------------- forward
+    def extract_features(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, 3, H, W) images -> (N, D) features (class token or mean patch token after the final
+        norm); without autograd when the backbone is frozen."""
+        with torch.set_grad_enabled(torch.is_grad_enabled() and self.mode != "linear"):
+            tokens = self.backbone.forward_features(x).tokens
+            return self.backbone.pool(tokens, self.features)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, 3, H, W) images -> (N, num_classes) logits."""
+        return self.classifier(self.extract_features(x))
+
+    # ----------------------------------------------------------------- training
+    def training_step(self, batch, batch_idx):
+        x, targets = batch
+        logs = {}
+        if self.mixup is not None:
+            x, soft_targets = self.mixup(x, targets)
+            loss = self.loss_func(self(x), soft_targets)
+        else:
+            logits = self(x)
+            loss = self.loss_func(logits, targets)
+            acc1, acc5 = accuracy_at_k(logits.detach(), targets)
+            logs.update(train_acc1=acc1, train_acc5=acc5)
+        logs["train_loss"] = loss.detach()
+        self.log_dict(logs, on_step=True, on_epoch=True, sync_dist=True, batch_size=targets.size(0))
+        return loss
+
+    # ----------------------------------------------------------------- validation
+    def validation_step(self, batch, batch_idx, dataloader_idx: int = VAL_SET):
+        x, targets = batch
+        feats = self.extract_features(x)
+        if dataloader_idx == KNN_TRAIN_SET:
+            if self.knn is not None and not self.trainer.sanity_checking:
+                self.knn.update(train_features=feats, train_targets=targets)
+            return
+        logits = self.classifier(feats)
+        n = targets.size(0)
+        acc1, acc5 = accuracy_at_k(logits, targets)
+        self.val_loss_metric.update(F.cross_entropy(logits, targets), weight=n)
+        self.val_acc1_metric.update(acc1, weight=n)
+        self.val_acc5_metric.update(acc5, weight=n)
+        if self.trainer.sanity_checking:
+            return
+        if self.knn is not None:
+            self.knn.update(test_features=feats, test_targets=targets)
+        if self.cfg.diagnostics.enabled:
+            # a bounded, equal-sized sample per process (the val sampler gives every rank the
+            # same number of batches), so the cross-process gather sees equal shapes
+            per_rank = self.cfg.diagnostics.max_samples // self.trainer.world_size
+            take = min(per_rank - self._rank_count, n)
+            if take > 0:
+                self._rank_features.append(feats[:take].detach().float())
+                self._rank_count += take
+
+    def on_validation_epoch_end(self):
+        metrics = (self.val_loss_metric, self.val_acc1_metric, self.val_acc5_metric)
+        if self.trainer.sanity_checking:
+            for metric in metrics:
+                metric.reset()
+            return
+        logs = {}
+        if self.val_loss_metric.update_count > 0:
+            logs.update(zip(("val_loss", "val_acc1", "val_acc5"), (m.compute() for m in metrics)))
+            for metric in metrics:
+                metric.reset()
+        if self.knn is not None:
+            result = self.knn.compute()
+            self.knn.reset()
+            if result is not None:
+                logs.update(val_knn_acc1=result[0], val_knn_acc5=result[1])
+        if self._rank_features:
+            feats = torch.cat(self._rank_features)
+            if self.trainer.world_size > 1:
+                feats = self.all_gather(feats).flatten(0, 1)
+            logs["val_effective_rank"] = effective_rank(feats)
+            self._rank_features, self._rank_count = [], 0
+        if logs:
+            # already global: torchmetrics and all_gather synced them
+            self.log_dict({k: float(v) for k, v in logs.items()}, sync_dist=False)
+
+    # ----------------------------------------------------------------- optimisation
+    def param_groups(self) -> list[dict]:
+        """Named parameter groups: the head, and the backbone's trainable parameters in one group
+        or, with layer decay, one group per layer whose ``lr`` is the base lr times
+        ``lr_scale`` (the scheduler multiplies every group by the same factor, so the ratios
+        hold throughout training)."""
+        lr = self.cfg.derived.lr
+        head = {"name": "classifier", "named_params": list(self.classifier.named_parameters())}
+        decay = self.cfg.optimizer.layer_decay
+        if not decay:
+            return [{"name": "backbone", "named_params": list(self.backbone.named_parameters())}, head]
+        depth = self.backbone.depth
+        scales = layer_decay_scales(depth, decay)
+        layers: list[list] = [[] for _ in scales]
+        for name, param in self.backbone.named_parameters():
+            layers[vit_layer_id(name, depth)].append((name, param))
+        layers[depth + 1] += head["named_params"]
+        return [
+            {"name": f"layer_{i}", "named_params": named, "lr": lr * scales[i], "lr_scale": scales[i]}
+            for i, named in enumerate(layers)
+        ]
+
+    def configure_optimizers(self):
+        opt_cfg, sched_cfg, derived = self.cfg.optimizer, self.cfg.scheduler, self.cfg.derived
+        groups = build_param_groups(
+            self.param_groups(), opt_cfg.exclude_bias_n_norm_wd, set(self.backbone.no_weight_decay())
+        )
+        optimizer = build_optimizer(
+            opt_cfg.name, groups, derived.lr, opt_cfg.weight_decay, OmegaConf.to_container(opt_cfg.kwargs)
+        )
+        per_step = sched_cfg.interval == "step"
+        total = self.trainer.estimated_stepping_batches if per_step else self.cfg.max_epochs
+        warmup = sched_cfg.warmup_epochs * (total / self.cfg.max_epochs if per_step else 1)
+        if sched_cfg.name == "warmup_cosine":
+            # One factor for every group (MAE's lr_sched: lr = lr_scale x schedule(step)), so the
+            # layer-wise ratios survive warmup and decay; a per-group schedule towards a shared
+            # min_lr would not keep them.
+            base = derived.lr
+
+            def factor(step):
+                return (
+                    warmup_cosine(step, warmup, total, base, derived.warmup_start_lr, derived.min_lr) / base
+                )
+
+            scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+        else:
+            scheduler = build_lr_scheduler(
+                optimizer,
+                sched_cfg.name,
+                total_steps=total,
+                warmup_steps=warmup,
+                warmup_start_lr=derived.warmup_start_lr,
+                min_lr=derived.min_lr,
+                lr_decay_steps=sched_cfg.lr_decay_steps,
+            )
+        if scheduler is None:
+            return optimizer
+        interval = sched_cfg.interval if sched_cfg.name == "warmup_cosine" else "epoch"
+        return [optimizer], [{"scheduler": scheduler, "interval": interval, "frequency": 1}]
+
+    def optimizer_zero_grad(self, epoch, batch_idx, optimizer):
+        optimizer.zero_grad(set_to_none=True)
