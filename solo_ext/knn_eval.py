@@ -1,0 +1,235 @@
+"""Offline weighted kNN evaluation of a pretrained backbone (what ``main_knn.py`` does).
+
+The features of the training set (the bank) and of the val set are extracted once, both through
+the val transform, on a GPU when one is available and on the CPU otherwise; then every
+combination of feature type, distance, k and temperature is scored with
+:func:`solo_ext.utils.knn.knn_predict` (Wu et al., CVPR 2018; see that module for the vote).
+"""
+
+from __future__ import annotations
+
+import csv
+import itertools
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+from torch.utils.data import DataLoader
+
+from solo_ext.args.checks import check_number
+from solo_ext.args.linear import saved_run_args
+from solo_ext.backbones import MaskedViT, build_backbone
+from solo_ext.data import (
+    check_data_format,
+    check_dataset,
+    num_classes_of,
+    prepare_classification_datasets,
+    prepare_dataloader,
+    prepare_transforms,
+)
+from solo_ext.utils.checkpoint_loading import load_backbone_weights
+from solo_ext.utils.checkpointer import checkpoints_in
+from solo_ext.utils.errors import ConfigError
+from solo_ext.utils.knn import DISTANCES, knn_accuracy, knn_predict
+
+FEATURE_TYPES = ("cls", "mean")
+TABLE_COLUMNS = ("feature_type", "distance", "k", "T", "acc1", "acc5")
+
+
+def find_checkpoint(run_dir: str | os.PathLike | None, checkpoint: str | os.PathLike | None) -> Path:
+    """The checkpoint to evaluate: ``checkpoint`` itself, or the newest of a run folder.
+
+    Raises:
+        ConfigError: neither or both given, a missing file, or a folder without checkpoints.
+    """
+    if (run_dir is None) == (checkpoint is None):
+        raise ConfigError("--pretrained_checkpoint_dir / --checkpoint: give exactly one of them")
+    if checkpoint is not None:
+        if not Path(checkpoint).is_file():
+            raise ConfigError(f"--checkpoint={str(checkpoint)!r}: no such file")
+        return Path(checkpoint).resolve()
+    found = checkpoints_in(Path(run_dir)) if Path(run_dir).is_dir() else []
+    if not found:
+        raise ConfigError(
+            f"--pretrained_checkpoint_dir={str(run_dir)!r}: no <name>-<run id>-ep=<E>.ckpt there; "
+            "pass a run folder, or a checkpoint file with --checkpoint"
+        )
+    return found[-1].resolve()
+
+
+def backbone_for(
+    checkpoint: Path, name: str | None = None, kwargs: dict | None = None
+) -> tuple[MaskedViT, dict | None]:
+    """Build the backbone the checkpoint was trained with and load it strictly.
+
+    The name and kwargs come from ``name``/``kwargs`` when given, else from the ``args.json``
+    beside the checkpoint (``kwargs`` then override the saved ones).
+
+    Returns:
+        (backbone with the weights loaded, the run's args.json or None).
+
+    Raises:
+        ConfigError: no backbone name given and none saved.
+        CheckpointError: unreadable checkpoint, or one that does not fit (keys listed).
+    """
+    saved = saved_run_args(checkpoint, key="--checkpoint")
+    saved_backbone = (saved or {}).get("backbone") or {}
+    if name is None:
+        name = saved_backbone.get("name")
+        kwargs = {**(saved_backbone.get("kwargs") or {}), **(kwargs or {})}
+        if name is None:
+            raise ConfigError(
+                f"--backbone: missing, and no args.json with a backbone beside '{checkpoint}'; "
+                "give --backbone and --backbone_kwargs"
+            )
+    backbone = build_backbone(name, kwargs or {})
+    load_backbone_weights(backbone, checkpoint)
+    return backbone, saved
+
+
+@torch.no_grad()
+def extract_features(
+    backbone: MaskedViT, loader: DataLoader, feature_types: Sequence[str], device: torch.device
+) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+    """One pass over ``loader`` (batches ``[x (B, 3, H, W), y (B,)]``) with the backbone in eval mode.
+
+    Returns:
+        ({feature type: (N, D) float32 features on ``device``}, (N,) labels on ``device``).
+    """
+    backbone.eval().to(device)
+    feats: dict[str, list[torch.Tensor]] = {t: [] for t in feature_types}
+    targets = []
+    for x, y in loader:
+        tokens = backbone.forward_features(x.to(device, non_blocking=True)).tokens
+        for feature_type in feature_types:
+            feats[feature_type].append(backbone.pool(tokens, feature_type).float())
+        targets.append(y.to(device))
+    return {t: torch.cat(f) for t, f in feats.items()}, torch.cat(targets)
+
+
+def knn_table(
+    train: tuple[dict[str, torch.Tensor], torch.Tensor],
+    val: tuple[dict[str, torch.Tensor], torch.Tensor],
+    num_classes: int,
+    ks: Sequence[int],
+    temperatures: Sequence[float],
+    distances: Sequence[str],
+) -> list[dict]:
+    """One row per (feature type, distance, k, T): acc@1 and acc@5 in percent.
+
+    Args:
+        train, val: (features by type, labels) from :func:`extract_features`.
+        num_classes: C.
+        ks, temperatures, distances: the values to combine. T plays no part in the euclidean
+            vote, so its scores are computed once per k and repeated across T.
+    """
+    (train_feats, train_y), (val_feats, val_y) = train, val
+    rows = []
+    for feature_type, distance, k in itertools.product(train_feats, distances, ks):
+        accuracy = None
+        for T in temperatures:
+            if accuracy is None or distance == "cosine":
+                scores = knn_predict(
+                    train_feats[feature_type], train_y, val_feats[feature_type], k, T, distance, num_classes
+                )
+                accuracy = knn_accuracy(scores, val_y)
+            rows.append(dict(zip(TABLE_COLUMNS, (feature_type, distance, k, T, *accuracy))))
+    return rows
+
+
+def format_table(rows: Sequence[dict]) -> str:
+    """The rows as an aligned text table with a header line."""
+    cells = [list(TABLE_COLUMNS)] + [
+        [r["feature_type"], r["distance"], str(r["k"]), f"{r['T']:g}", f"{r['acc1']:.2f}", f"{r['acc5']:.2f}"]
+        for r in rows
+    ]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(TABLE_COLUMNS))]
+    return "\n".join("  ".join(c.rjust(w) for c, w in zip(row, widths)) for row in cells)
+
+
+def write_csv(rows: Sequence[dict], path: Path) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=TABLE_COLUMNS)
+        writer.writeheader()
+        writer.writerows(rows)
+    os.replace(tmp, path)
+
+
+def run_knn(
+    *,
+    pretrained_checkpoint_dir: str | None = None,
+    checkpoint: str | None = None,
+    dataset: str | None = None,
+    train_data_path: str | None = None,
+    val_data_path: str | None = None,
+    data_format: str = "image_folder",
+    data_fraction: float = -1.0,
+    batch_size: int = 256,
+    num_workers: int = 4,
+    k: Sequence[int] = (20,),
+    temperature: Sequence[float] = (0.07,),
+    distance_function: Sequence[str] = ("cosine",),
+    feature_type: Sequence[str] = ("cls",),
+    backbone: str | None = None,
+    backbone_kwargs: dict | None = None,
+) -> tuple[list[dict], Path]:
+    """Evaluate a checkpoint by weighted kNN for every combination of the given settings.
+
+    ``dataset`` and its paths default to those of the run's args.json. Returns the table's rows
+    and the CSV written beside the checkpoint (``<checkpoint stem>-knn-<dataset>.csv``).
+
+    Raises:
+        ConfigError, DataError, CheckpointError: bad settings, data or weights.
+    """
+    for value in k:
+        check_number("--k", value, low=1, integer=True)
+    for value in temperature:
+        check_number("--temperature", value, low=0, low_open=True)
+    for value in distance_function:
+        if value not in DISTANCES:
+            raise ConfigError(f"--distance_function={value!r}: must be one of {', '.join(DISTANCES)}")
+    for value in feature_type:
+        if value not in FEATURE_TYPES:
+            raise ConfigError(f"--feature_type={value!r}: must be one of {', '.join(FEATURE_TYPES)}")
+    check_number("--batch_size", batch_size, low=1, integer=True)
+    check_number("--num_workers", num_workers, low=0, integer=True)
+    ckpt = find_checkpoint(pretrained_checkpoint_dir, checkpoint)
+    model, saved = backbone_for(ckpt, backbone, backbone_kwargs)
+
+    saved_data = (saved or {}).get("data") or {}
+    if dataset is None:
+        dataset = saved_data.get("dataset")
+        if dataset is None:
+            raise ConfigError("--dataset: missing, and the run's args.json names none")
+        train_data_path = train_data_path or saved_data.get("train_path")
+        val_data_path = val_data_path or saved_data.get("val_path")
+    check_dataset(dataset, key="--dataset")
+    data_format = check_data_format(data_format, key="--data_format")
+
+    _, val_transform = prepare_transforms(dataset, model.img_size)
+    train_ds, val_ds = prepare_classification_datasets(
+        dataset, val_transform, val_transform, train_data_path, val_data_path, data_format, data_fraction
+    )
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    feature_types = list(dict.fromkeys(feature_type))
+    banks = [
+        extract_features(
+            model,
+            prepare_dataloader(ds, batch_size, num_workers, shuffle=False, drop_last=False),
+            feature_types,
+            device,
+        )
+        for ds in (train_ds, val_ds)
+    ]
+    rows = knn_table(
+        *banks,
+        num_classes=num_classes_of(dataset, train_data_path),
+        ks=list(dict.fromkeys(k)),
+        temperatures=list(dict.fromkeys(temperature)),
+        distances=list(dict.fromkeys(distance_function)),
+    )
+    path = ckpt.with_name(f"{ckpt.stem}-knn-{dataset}.csv")
+    write_csv(rows, path)
+    return rows, path

@@ -1,0 +1,81 @@
+"""main_knn.py: one table row per (feature type, distance, k, T), the same table as CSV beside the
+checkpoint, and one-line errors with exit code 2."""
+
+import csv
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+import main_knn
+from tests.methods.test_linear_model import save_tiny_pretrained
+
+MAIN = Path(__file__).resolve().parents[2] / "main_knn.py"
+
+
+@pytest.fixture(scope="module")
+def pretrained(tmp_path_factory):
+    return save_tiny_pretrained(tmp_path_factory.mktemp("pretrain"))
+
+
+def test_prints_one_row_per_combination_and_writes_the_csv(pretrained):
+    args = [
+        "--pretrained_checkpoint_dir",
+        str(pretrained.parent),
+        "--data_fraction",
+        "0.3",
+        "--num_workers",
+        "0",
+    ]
+    args += ["--k", "1", "10", "--temperature", "0.05", "0.2", "--distance_function", "cosine", "euclidean"]
+    args += ["--feature_type", "cls", "mean", "--batch_size", "128"]
+    result = subprocess.run([sys.executable, str(MAIN), *args], capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    lines = result.stdout.strip().splitlines()
+    assert lines[0].split() == ["feature_type", "distance", "k", "T", "acc1", "acc5"]
+    table = [line.split() for line in lines[1:-1]]
+    assert len(table) == 2 * 2 * 2 * 2
+    assert {tuple(row[:4]) for row in table} == {
+        (f, d, k, t)
+        for f in ("cls", "mean")
+        for d in ("cosine", "euclidean")
+        for k in ("1", "10")
+        for t in ("0.05", "0.2")
+    }
+    csv_path = pretrained.with_name(f"{pretrained.stem}-knn-digits.csv")
+    assert lines[-1] == f"written to {csv_path}"
+    rows = list(csv.DictReader(open(csv_path)))
+    assert [(r["feature_type"], r["distance"], r["k"]) for r in rows] == [tuple(row[:3]) for row in table]
+    for row in rows:
+        # labels aligned with features: far above the 10% of chance, even for an untrained MAE
+        assert 25 < float(row["acc1"]) <= float(row["acc5"]) <= 100
+    euclidean = [(r["feature_type"], r["k"], r["acc1"]) for r in rows if r["distance"] == "euclidean"]
+    assert len(set(euclidean)) == len(euclidean) // 2  # T plays no part in the euclidean vote
+
+
+def run_in_process(capsys, *args):
+    with pytest.raises(SystemExit) as info:
+        main_knn.main(list(args))
+    return info.value.code, capsys.readouterr().err
+
+
+def test_errors_exit_2_with_one_message(pretrained, tmp_path, capsys):
+    code, err = run_in_process(capsys, "--checkpoint", str(tmp_path / "nothing.ckpt"))
+    assert code == 2 and err.strip() == f"error: --checkpoint='{tmp_path / 'nothing.ckpt'}': no such file"
+
+    code, err = run_in_process(capsys, "--pretrained_checkpoint_dir", str(tmp_path))
+    assert code == 2 and "no <name>-<run id>-ep=<E>.ckpt there" in err
+
+    code, err = run_in_process(capsys, "--pretrained_checkpoint_dir", str(pretrained.parent), "--k", "0")
+    assert code == 2 and err.strip() == "error: --k=0: must be an integer >= 1"
+
+    ckpt = torch.load(pretrained, weights_only=True)
+    ckpt["state_dict"]["backbone.extra"] = torch.zeros(1)
+    broken = tmp_path / "broken.ckpt"
+    torch.save(ckpt, broken)
+    code, err = run_in_process(
+        capsys, "--checkpoint", str(broken), "--backbone", "vit_tiny", "--backbone_kwargs", '{"depth": 2}'
+    )
+    assert code == 2 and "1 unexpected: extra" in err
