@@ -12,7 +12,7 @@ from timm.loss import SoftTargetCrossEntropy
 from solo_ext.args.linear import parse_cfg
 from solo_ext.args.pretrain import parse_cfg as parse_pretrain_cfg
 from solo_ext.backbones import build_backbone
-from solo_ext.linear import run_linear
+from solo_ext.linear import build_linear_loaders, run_linear
 from solo_ext.methods import METHODS
 from solo_ext.methods.linear import LinearModel, layer_decay_scales, trainable_modules, vit_layer_id
 from solo_ext.utils.checkpoint_loading import extract_backbone_state_dict, read_checkpoint
@@ -274,3 +274,13 @@ def test_auto_resume_continues_only_the_same_evaluation(pretrained, tmp_path):
     (other.parent / "args.json").write_bytes((pretrained.parent / "args.json").read_bytes())
     run_linear(OmegaConf.create({**cfg, "pretrained_feature_extractor": str(other)}))
     assert len(list(runs.iterdir())) == 2
+
+
+def test_auto_augment_adds_randaugment_and_erasing_at_the_backbone_size(pretrained, tmp_path):
+    cfg = parse_cfg(tiny_linear_cfg(pretrained, tmp_path, auto_augment=True))
+    train_loader, [val_loader] = build_linear_loaders(cfg, crop_size=32)
+    steps = repr(train_loader.dataset.transform)
+    assert "RandAugment" in steps and "RandomErasing" in steps
+    assert "RandAugment" not in repr(val_loader.dataset.transform)
+    x, y = next(iter(train_loader))
+    assert x.shape == (16, 3, 32, 32) and y.shape == (16,)
