@@ -425,7 +425,7 @@ def format_table(results: dict) -> str:
         f"{s['steps']} timed steps after {s['warmup']} warm-up, best of {s['repeats']}, "
         f"loader workers {s['num_workers']}",
         "",
-        f"{'measurement':<34} {'images/s':>10} {'ms/step':>10} {'ratio':>8}  compared with",
+        f"{'measurement':<42} {'images/s':>10} {'ms/step':>10} {'ratio':>8}  compared with",
     ]
     train = results["train"]
     for name, row in train.items():
@@ -436,7 +436,7 @@ def format_table(results: dict) -> str:
         else:
             ratio, against = f"{results['regularizer_cost'][name]:.3f}", "Lightning MAE time"
         lines.append(
-            f"{name:<34} {row['images_per_second']:>10.1f} {row['ms_per_step']:>10.1f} {ratio:>8}  {against}"
+            f"{name:<42} {row['images_per_second']:>10.1f} {row['ms_per_step']:>10.1f} {ratio:>8}  {against}"
         )
     labels = {
         "digits": "loader digits (in memory)",
@@ -444,17 +444,17 @@ def format_table(results: dict) -> str:
     }
     for name, row in results["loaders"].items():
         lines.append(
-            f"{labels[name]:<34} {row['images_per_second']:>10.1f} {'':>10} "
+            f"{labels[name]:<42} {row['images_per_second']:>10.1f} {'':>10} "
             f"{row['vs_lightning_mae']:>8.2f}  Lightning MAE images/s"
         )
     lines += [
         "",
-        f"{'model FLOPs per image':<34} {results['flops_per_image'] / 1e9:>10.3f} GFLOP (forward+backward)",
-        f"{'matmul probe':<34} {results['matmul_flops_per_second'] / 1e9:>10.1f} GFLOP/s "
+        f"{'model FLOPs per image':<42} {results['flops_per_image'] / 1e9:>10.3f} GFLOP (forward+backward)",
+        f"{'matmul probe':<42} {results['matmul_flops_per_second'] / 1e9:>10.1f} GFLOP/s "
         f"(torch.mm {MATMUL_SIZE}x{MATMUL_SIZE} float32)",
     ]
     for name, fraction in results["achieved_fraction"].items():
-        lines.append(f"{'achieved fraction, ' + name:<34} {fraction:>10.3f} of the matmul rate")
+        lines.append(f"{'achieved fraction, ' + name:<42} {fraction:>10.3f} of the matmul rate")
     return "\n".join(lines)
 
 
