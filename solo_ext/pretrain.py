@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 import lightning.pytorch as pl
+import torch
 from lightning.pytorch.callbacks import LearningRateMonitor
 from lightning.pytorch.loggers import CSVLogger, WandbLogger
 from lightning.pytorch.strategies import DDPStrategy
@@ -48,7 +49,11 @@ def build_pretrain_loaders(cfg: DictConfig):
         no_labels=data.no_labels,
         fraction=data.fraction,
     )
-    train_loader = prepare_dataloader(train_ds, cfg.optimizer.batch_size, data.num_workers)
+    # Its own generator, re-seeded every epoch by the method (see BaseMethod.on_train_epoch_start):
+    # the shuffling does not depend on when Lightning happens to create the iterator.
+    train_loader = prepare_dataloader(
+        train_ds, cfg.optimizer.batch_size, data.num_workers, generator=torch.Generator()
+    )
     has_val = not data.no_labels and (
         data.val_path is not None or data.dataset not in ("custom", "imagenet", "imagenet100")
     )

@@ -6,7 +6,7 @@ import importlib.util
 import warnings
 
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, RandomSampler
 
 from solo_ext.utils.errors import ConfigError
 
@@ -55,7 +55,12 @@ def check_data_format(data_format: str, key: str = "data.format") -> str:
 
 
 def prepare_dataloader(
-    ds: Dataset, batch_size: int, num_workers: int, shuffle: bool = True, drop_last: bool = True
+    ds: Dataset,
+    batch_size: int,
+    num_workers: int,
+    shuffle: bool = True,
+    drop_last: bool = True,
+    generator: torch.Generator | None = None,
 ) -> DataLoader:
     """A DataLoader over ``ds`` (solo-learn's settings).
 
@@ -64,7 +69,8 @@ def prepare_dataloader(
     ``[x (B, 3, H, W), y (B,)]``. ``pin_memory`` only when CUDA is available (it warns and does
     nothing otherwise); ``persistent_workers`` when ``num_workers > 0``, so workers are not
     re-spawned every epoch. Under DDP Lightning swaps in a DistributedSampler; ``batch_size`` is
-    per process.
+    per process. ``generator`` (optional) drives the shuffling instead of the global RNG (it is
+    read lazily, when the first batch of an epoch is drawn).
 
     Raises:
         ConfigError: ``batch_size < 1``, ``num_workers < 0``, or ``drop_last`` with a dataset
@@ -79,12 +85,16 @@ def prepare_dataloader(
             f"optimizer.batch_size={batch_size!r}: larger than the dataset ({len(ds)} images), "
             "so no full batch exists; lower it"
         )
+    sampler = RandomSampler(ds, generator=generator) if shuffle else None
     return DataLoader(
         ds,
         batch_size=batch_size,
-        shuffle=shuffle,
+        sampler=sampler,
         num_workers=num_workers,
         pin_memory=torch.cuda.is_available(),
         drop_last=drop_last,
         persistent_workers=num_workers > 0,
+        # the workers' base seed comes from a generator of its own, so creating an iterator
+        # never shifts the global RNG that augmentations and masks draw from
+        generator=torch.Generator().manual_seed(0) if generator is not None else None,
     )

@@ -7,9 +7,11 @@ method shares lives here.
 
 from __future__ import annotations
 
+import random
 from typing import Any
 
 import lightning.pytorch as pl
+import numpy as np
 import torch
 import torch.nn.functional as F
 from omegaconf import DictConfig, OmegaConf
@@ -25,6 +27,17 @@ from solo_ext.utils.optim import build_lr_scheduler, build_optimizer, build_para
 # Validation dataloader indices: 0 is the labelled val set, 1 (when kNN is on) the training set
 # seen through the val transform, whose clean features form the kNN bank.
 VAL_SET, KNN_TRAIN_SET = 0, 1
+
+
+def epoch_seed(seed: int, epoch: int, rank: int) -> int:
+    return ((seed * 1_000_003 + epoch) * 10_007 + rank) % 2**63
+
+
+def seed_epoch(seed: int, epoch: int, rank: int) -> None:
+    mixed = epoch_seed(seed, epoch, rank)
+    random.seed(mixed)
+    np.random.seed(mixed % 2**32)
+    torch.manual_seed(mixed)
 
 
 def accuracy_at_k(logits: torch.Tensor, targets: torch.Tensor, top_k=(1, 5)) -> list[torch.Tensor]:
@@ -122,6 +135,24 @@ class BaseMethod(pl.LightningModule):
             f"{', '.join(bad) or 'the total'}; stopped before the optimizer step, the last checkpoint is "
             "untouched (lower the lr or a regularizer weight, or use precision=32, and resume)"
         )
+
+    def seed_epoch(self) -> None:
+        """Every random draw of an epoch (masks, crops, shuffling, drop-path) follows from (seed,
+        epoch, rank): a run resumed from an epoch's checkpoint repeats exactly what the
+        uninterrupted run would have done (with ``data.num_workers: 0``; workers keep their own
+        RNG streams), and ranks draw differently from each other."""
+        seed_epoch(self.cfg.seed, self.current_epoch, self.global_rank)
+        generator = getattr(getattr(self.trainer.train_dataloader, "sampler", None), "generator", None)
+        if generator is not None:
+            generator.manual_seed(epoch_seed(self.cfg.seed, self.current_epoch, self.global_rank))
+
+    def on_train_epoch_start(self):
+        self.seed_epoch()
+
+    def on_train_start(self):
+        # Lightning skips on_train_epoch_start for the epoch a run resumes into when the
+        # checkpoint was written at an epoch's end, so seed here as well (same seed, idempotent).
+        self.seed_epoch()
 
     # ----------------------------------------------------------------- validation
     def validation_step(self, batch, batch_idx, dataloader_idx: int = VAL_SET):
