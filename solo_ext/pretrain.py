@@ -87,6 +87,9 @@ def resolve_run(cfg: DictConfig) -> tuple[str, str | None]:
     ``resume_from_checkpoint``, auto-resume, or a new id."""
     if os.environ.get(RUN_ID_ENV):
         return os.environ[RUN_ID_ENV], os.environ.get(CKPT_ENV) or None
+    if os.environ.get("WANDB_SWEEP_ID") and os.environ.get("WANDB_RUN_ID") and cfg.wandb.enabled:
+        # Under a wandb agent the run id is the agent's: use it for our run directory too.
+        return os.environ["WANDB_RUN_ID"], None
     method_dir = Path(cfg.checkpoint.dir) / cfg.method
     if cfg.resume_from_checkpoint:
         ckpt = Path(cfg.resume_from_checkpoint)

@@ -295,10 +295,6 @@ def _check_optimizer(out: dict) -> None:
     check_choice("scheduler.name", sched["name"], LR_SCHEDULERS)
     check_choice("scheduler.interval", sched["interval"], ("step", "epoch"))
     check_number("scheduler.warmup_epochs", sched["warmup_epochs"], low=0)
-    if sched["warmup_epochs"] > out["max_epochs"]:
-        raise ConfigError(
-            f"scheduler.warmup_epochs={sched['warmup_epochs']!r}: must be <= max_epochs={out['max_epochs']}"
-        )
     check_number("scheduler.warmup_start_lr", sched["warmup_start_lr"], low=0)
     check_number("scheduler.min_lr", sched["min_lr"], low=0)
     if sched["name"] == "step":

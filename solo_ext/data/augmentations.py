@@ -86,9 +86,12 @@ def _fill_section(key: str, section: str, given) -> dict:
     name = f"{key}.{section}"
     if not isinstance(given, Mapping):
         _fail(name, given, f"must be a mapping with keys {', '.join(defaults)}")
+    # solo-learn's recipes write ``enabled`` in every section, and its code reads it only for rrc;
+    # here ``enabled: False`` switches a section off (its prob becomes 0), True leaves prob in charge.
+    allowed = list(defaults) if "enabled" in defaults else ["enabled", *defaults]
     for sub, value in given.items():
-        if sub not in defaults:
-            _unknown_key(f"{name}.{sub}", value, str(sub), list(defaults))
+        if sub not in allowed:
+            _unknown_key(f"{name}.{sub}", value, str(sub), allowed)
     out = {**defaults, **given}
     for sub, value in out.items():
         if sub == "enabled":
@@ -100,6 +103,8 @@ def _fill_section(key: str, section: str, given) -> dict:
             out[sub] = _real(f"{name}.hue", value, 0.0, 0.5, "must be in [0, 0.5]")
         elif sub in ("brightness", "contrast", "saturation"):
             out[sub] = _real(f"{name}.{sub}", value, 0.0, float("inf"), "must be a number >= 0")
+    if section != "rrc" and out.pop("enabled", True) is False:
+        out["prob"] = 0.0
     if section == "rrc":
         allowed = "must satisfy 0 < crop_min_scale <= crop_max_scale <= 1"
         low = _real(f"{name}.crop_min_scale", out["crop_min_scale"], 0.0, 1.0, allowed)

@@ -17,10 +17,15 @@ import lightning.pytorch as pl
 from lightning.pytorch.callbacks import Callback
 from omegaconf import DictConfig, OmegaConf
 
-# Keys whose values must agree for an old run to be continued (solo-learn's list, plus the model).
+# Keys whose values must agree for an old run to be continued (solo-learn's list, plus the model,
+# the method's settings, the augmentations and the seed, so that two trials of a sweep never
+# continue each other).
 SHOULD_MATCH = (
     "name",
     "method",
+    "method_kwargs",
+    "augmentations",
+    "seed",
     "backbone.name",
     "backbone.kwargs",
     "data.dataset",

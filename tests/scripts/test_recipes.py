@@ -47,16 +47,6 @@ TINY_IMAGENET_SIZE = 64
 # fixtures stay in the quick set: they stand for the users' own files.
 SLOW_FOLDERS = {"imagenet", "imagenet-100"}
 
-ENABLED_KEY_REASON = (
-    "solo_ext.data.augmentations rejects the `enabled` key that solo-learn's reconstruction.yaml "
-    "carries in sections other than rrc (solo-learn ignores it), e.g. ConfigError "
-    '"augmentations[0].grayscale.enabled=False: unknown key; allowed: prob"'
-)
-BLOCKED = {
-    "upstream/solo-learn/cifar/mae.yaml": ENABLED_KEY_REASON,
-    "upstream/solo-learn/imagenet-100/mae.yaml": ENABLED_KEY_REASON,
-    "upstream/magma/imagenet-100/mae-reg-uniformity.yaml": ENABLED_KEY_REASON,
-}
 
 
 def find_recipes(root: Path) -> list[Path]:
@@ -74,8 +64,6 @@ def recipe_params() -> list:
             marks = []
             if prefix == "scripts" and path.parent.name in SLOW_FOLDERS:
                 marks.append(pytest.mark.slow)
-            if case_id in BLOCKED:
-                marks.append(pytest.mark.xfail(raises=ConfigError, strict=True, reason=BLOCKED[case_id]))
             params.append(pytest.param(path, id=case_id, marks=marks))
     return params
 

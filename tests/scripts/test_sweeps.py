@@ -202,12 +202,6 @@ def test_multirun_runs_one_job_per_value(tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(
-    strict=True,
-    reason="solo_ext/utils/checkpointer.py SHOULD_MATCH leaves out method_kwargs: with auto-resume on "
-    "(the recipes' default) the mask_ratio=0.75 job continues the 0.5 job's finished run, trains "
-    "nothing and rewrites its args.json with 0.75",
-)
 def test_multirun_with_auto_resume_keeps_trials_apart(tmp_path):
     args = [*MULTIRUN, "auto_resume.enabled=True", f"checkpoint.dir={tmp_path / 'tm'}"]
     proc = run_main(tmp_path, args, timeout=400)
