@@ -48,7 +48,6 @@ TINY_IMAGENET_SIZE = 64
 SLOW_FOLDERS = {"imagenet", "imagenet-100"}
 
 
-
 def find_recipes(root: Path) -> list[Path]:
     """Every YAML below ``root`` that is a recipe, not a member of a config group folder."""
     return sorted(
