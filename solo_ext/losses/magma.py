@@ -62,7 +62,12 @@ def rbf_affinity(
         sq = sq / math.sqrt(dim)
     diagonal = torch.eye(b, dtype=torch.bool, device=x.device)
     if fixed_gamma is None:
-        gamma = sq[~diagonal].std().clamp_min(torch.finfo(sq.dtype).tiny)
+        # The unbiased std of the b(b-1) off-diagonal entries from masked sums: no boolean
+        # indexing, so no host synchronisation on a GPU.
+        count = b * (b - 1)
+        mean = sq.masked_fill(diagonal, 0).sum() / count
+        var = (sq - mean).pow(2).masked_fill(diagonal, 0).sum() / (count - 1)
+        gamma = var.clamp_min(torch.finfo(sq.dtype).tiny).sqrt()
     else:
         gamma = torch.tensor(fixed_gamma, dtype=sq.dtype, device=sq.device)
     w = torch.exp(-rbf_scale * sq / gamma).masked_fill(diagonal, 0)
