@@ -24,6 +24,9 @@ MAE_DEFAULTS = {
     # Masks drawn from (seed, epoch, crop, sample index) instead of the RNG: the same sample gets
     # the same mask whatever the number of processes (used to prove DDP equivalence).
     "index_masks": False,
+    # Train the online probe on features of the full, unmasked crop (one extra no-grad encoder
+    # pass) instead of the masked pass's: the probe then sees in training what it is evaluated on.
+    "online_clean_features": False,
 }
 
 
@@ -51,6 +54,7 @@ class MAE(BaseMethod):
             )
         check_bool("method_kwargs.norm_pix_loss", mk["norm_pix_loss"])
         check_bool("method_kwargs.index_masks", mk["index_masks"])
+        check_bool("method_kwargs.online_clean_features", mk["online_clean_features"])
         check_choice("method_kwargs.online_features", mk["online_features"], ("cls", "mean"))
         return mk
 
@@ -60,6 +64,7 @@ class MAE(BaseMethod):
         self.mask_ratio = mk.mask_ratio
         self.norm_pix_loss = mk.norm_pix_loss
         self.index_masks = mk.index_masks
+        self.online_clean_features = mk.online_clean_features
         self.patch_size = self.backbone.patch_size
         self.decoder = MAEDecoder(
             in_dim=self.features_dim,
@@ -81,8 +86,13 @@ class MAE(BaseMethod):
             x, mask_ratio=self.mask_ratio, block_indices=block_indices, noise=noise
         )
         pred = self.decoder(out.tokens, out.ids_restore)
+        if self.online_clean_features:
+            with torch.no_grad():
+                feats = self(x)
+        else:
+            feats = self.backbone.pool(out.tokens, self.online_features)
         return {
-            "feats": self.backbone.pool(out.tokens, self.online_features),
+            "feats": feats,
             "tokens": out.tokens,
             "blocks": out.blocks,
             "pred": pred,
