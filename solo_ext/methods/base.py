@@ -61,6 +61,11 @@ class BaseMethod(pl.LightningModule):
         # The online linear probe sees detached features: it measures the representation while
         # it trains and never shapes it.
         self.classifier = nn.Linear(self.features_dim, self.num_classes) if self.num_classes else None
+        # MAE's linear probe puts a BatchNorm without affine parameters before the head: MAE
+        # features have a large common component and small spread, which a plain linear head
+        # learns slowly.
+        use_norm = self.classifier is not None and cfg.method_kwargs.get("online_batchnorm", False)
+        self.classifier_norm = nn.BatchNorm1d(self.features_dim, affine=False) if use_norm else nn.Identity()
         self.knn = None
         if cfg.knn_eval.enabled and self.num_classes:
             self.knn = WeightedKNNClassifier(
@@ -102,7 +107,7 @@ class BaseMethod(pl.LightningModule):
         if self.classifier is None:
             zero = feats.new_zeros(())
             return zero, zero, zero
-        logits = self.classifier(feats.detach())
+        logits = self.classifier(self.classifier_norm(feats.detach()))
         loss = F.cross_entropy(logits, targets, ignore_index=-1)
         acc1, acc5 = accuracy_at_k(logits, targets)
         return loss, acc1, acc5
@@ -163,7 +168,7 @@ class BaseMethod(pl.LightningModule):
                 self.knn.update(train_features=feats, train_targets=targets)
             return
         if self.classifier is not None:
-            logits = self.classifier(feats)
+            logits = self.classifier(self.classifier_norm(feats))
             loss = F.cross_entropy(logits, targets, ignore_index=-1)
             acc1, acc5 = accuracy_at_k(logits, targets)
             n = targets.size(0)
@@ -221,6 +226,8 @@ class BaseMethod(pl.LightningModule):
             # MAGMA's option: re-initialise the online probe every 10 epochs so its accuracy
             # tracks the current representation rather than its own history.
             self.classifier.reset_parameters()
+            if isinstance(self.classifier_norm, nn.BatchNorm1d):
+                self.classifier_norm.reset_running_stats()
 
     # ----------------------------------------------------------------- optimisation
     def param_groups(self) -> list[dict]:

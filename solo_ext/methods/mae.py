@@ -27,6 +27,7 @@ MAE_DEFAULTS = {
     # Train the online probe on features of the full, unmasked crop (one extra no-grad encoder
     # pass) instead of the masked pass's: the probe then sees in training what it is evaluated on.
     "online_clean_features": False,
+    "online_batchnorm": False,
 }
 
 
@@ -55,6 +56,7 @@ class MAE(BaseMethod):
         check_bool("method_kwargs.norm_pix_loss", mk["norm_pix_loss"])
         check_bool("method_kwargs.index_masks", mk["index_masks"])
         check_bool("method_kwargs.online_clean_features", mk["online_clean_features"])
+        check_bool("method_kwargs.online_batchnorm", mk["online_batchnorm"])
         check_choice("method_kwargs.online_features", mk["online_features"], ("cls", "mean"))
         return mk
 
