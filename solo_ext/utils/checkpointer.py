@@ -118,7 +118,8 @@ class Checkpointer(Callback):
         path = self.checkpoint_path(trainer.current_epoch)
         tmp = path.with_name(path.name + ".tmp")
         previous = checkpoints_in(self.run_dir) if trainer.is_global_zero else []
-        trainer.save_checkpoint(tmp)  # collective; rank 0 writes
+        # collective; rank 0 writes. weights_only=False keeps the optimizer and loop states (resume).
+        trainer.save_checkpoint(tmp, weights_only=False)
         if trainer.is_global_zero:
             os.replace(tmp, path)  # a kill during the write leaves only a .tmp, never a torn .ckpt
             if not self.keep_prev:
