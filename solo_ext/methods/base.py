@@ -22,7 +22,7 @@ from solo_ext.backbones import build_backbone
 from solo_ext.utils.diagnostics import effective_rank, singular_values
 from solo_ext.utils.errors import NonFiniteLossError
 from solo_ext.utils.knn import WeightedKNNClassifier
-from solo_ext.utils.optim import build_lr_scheduler, build_optimizer, build_param_groups
+from solo_ext.utils.optim import build_optimizer, build_param_groups, lightning_lr_schedule
 
 # Validation dataloader indices: 0 is the labelled val set, 1 (when kNN is on) the training set
 # seen through the val transform, whose clean features form the kNN bank.
@@ -249,7 +249,7 @@ class BaseMethod(pl.LightningModule):
         return set(self.backbone.no_weight_decay()) | {"mask_token", "decoder_pos_embed"}
 
     def configure_optimizers(self):
-        opt_cfg, sched_cfg, derived = self.cfg.optimizer, self.cfg.scheduler, self.cfg.derived
+        opt_cfg, derived = self.cfg.optimizer, self.cfg.derived
         groups = build_param_groups(
             self.param_groups(), opt_cfg.exclude_bias_n_norm_wd, self.no_weight_decay_names()
         )
@@ -258,22 +258,7 @@ class BaseMethod(pl.LightningModule):
         optimizer = build_optimizer(
             opt_cfg.name, groups, derived.lr, opt_cfg.weight_decay, OmegaConf.to_container(opt_cfg.kwargs)
         )
-        per_step = sched_cfg.interval == "step"
-        total = self.trainer.estimated_stepping_batches if per_step else self.cfg.max_epochs
-        warmup = sched_cfg.warmup_epochs * (total / self.cfg.max_epochs if per_step else 1)
-        scheduler = build_lr_scheduler(
-            optimizer,
-            sched_cfg.name,
-            total_steps=total,
-            warmup_steps=warmup,
-            warmup_start_lr=derived.warmup_start_lr,
-            min_lr=derived.min_lr,
-            lr_decay_steps=sched_cfg.lr_decay_steps,
-        )
-        if scheduler is None:
-            return optimizer
-        interval = sched_cfg.interval if sched_cfg.name == "warmup_cosine" else "epoch"
-        return [optimizer], [{"scheduler": scheduler, "interval": interval, "frequency": 1}]
+        return lightning_lr_schedule(optimizer, self)
 
     def optimizer_zero_grad(self, epoch, batch_idx, optimizer):
         optimizer.zero_grad(set_to_none=True)

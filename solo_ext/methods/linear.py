@@ -37,7 +37,7 @@ from solo_ext.backbones.vit import MaskedViT
 from solo_ext.methods.base import KNN_TRAIN_SET, VAL_SET, accuracy_at_k
 from solo_ext.utils.diagnostics import effective_rank
 from solo_ext.utils.knn import WeightedKNNClassifier
-from solo_ext.utils.optim import build_lr_scheduler, build_optimizer, build_param_groups, warmup_cosine
+from solo_ext.utils.optim import build_optimizer, build_param_groups, lightning_lr_schedule
 
 
 def trainable_modules(backbone: MaskedViT, mode: str, partial_blocks: float | None = None) -> list[nn.Module]:
@@ -252,42 +252,17 @@ class LinearModel(pl.LightningModule):
         ]
 
     def configure_optimizers(self):
-        opt_cfg, sched_cfg, derived = self.cfg.optimizer, self.cfg.scheduler, self.cfg.derived
+        opt_cfg, derived = self.cfg.optimizer, self.cfg.derived
         groups = build_param_groups(
             self.param_groups(), opt_cfg.exclude_bias_n_norm_wd, set(self.backbone.no_weight_decay())
         )
         optimizer = build_optimizer(
             opt_cfg.name, groups, derived.lr, opt_cfg.weight_decay, OmegaConf.to_container(opt_cfg.kwargs)
         )
-        per_step = sched_cfg.interval == "step"
-        total = self.trainer.estimated_stepping_batches if per_step else self.cfg.max_epochs
-        warmup = sched_cfg.warmup_epochs * (total / self.cfg.max_epochs if per_step else 1)
-        if sched_cfg.name == "warmup_cosine":
-            # One factor for every group (MAE's lr_sched: lr = lr_scale x schedule(step)), so the
-            # layer-wise ratios survive warmup and decay; a per-group schedule towards a shared
-            # min_lr would not keep them.
-            base = derived.lr
-
-            def factor(step):
-                return (
-                    warmup_cosine(step, warmup, total, base, derived.warmup_start_lr, derived.min_lr) / base
-                )
-
-            scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
-        else:
-            scheduler = build_lr_scheduler(
-                optimizer,
-                sched_cfg.name,
-                total_steps=total,
-                warmup_steps=warmup,
-                warmup_start_lr=derived.warmup_start_lr,
-                min_lr=derived.min_lr,
-                lr_decay_steps=sched_cfg.lr_decay_steps,
-            )
-        if scheduler is None:
-            return optimizer
-        interval = sched_cfg.interval if sched_cfg.name == "warmup_cosine" else "epoch"
-        return [optimizer], [{"scheduler": scheduler, "interval": interval, "frequency": 1}]
+        # One schedule for every group (MAE's lr_sched: lr = lr_scale x schedule(step)), so the
+        # layer-wise ratios survive warmup and decay; a per-group schedule towards a shared min_lr
+        # would not keep them.
+        return lightning_lr_schedule(optimizer, self, shared_base_lr=derived.lr)
 
     def optimizer_zero_grad(self, epoch, batch_idx, optimizer):
         optimizer.zero_grad(set_to_none=True)

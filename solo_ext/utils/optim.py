@@ -79,9 +79,12 @@ def build_lr_scheduler(
     warmup_start_lr: float,
     min_lr: float,
     lr_decay_steps: list[int] | None = None,
+    shared_base_lr: float | None = None,
 ):
     """``warmup_cosine``: per group from ``warmup_start_lr`` to the group's lr, then to ``min_lr``
-    (solo-learn's LinearWarmupCosineAnnealingLR as a stateless LambdaLR); ``step``: x0.1 at each of
+    (solo-learn's LinearWarmupCosineAnnealingLR as a stateless LambdaLR); with ``shared_base_lr``
+    every group follows that lr's schedule scaled by its own lr / shared_base_lr (MAE's lr_sched,
+    which keeps layer-wise lr ratios through warmup and decay); ``step``: x0.1 at each of
     ``lr_decay_steps``; ``none``: None."""
     if name == "none":
         return None
@@ -95,5 +98,36 @@ def build_lr_scheduler(
             warmup_cosine(step, warmup_steps, total_steps, base, warmup_start_lr, min_lr) / base
         )
 
+    if shared_base_lr is not None:
+        return torch.optim.lr_scheduler.LambdaLR(optimizer, factor(shared_base_lr))
     lambdas = [factor(group["lr"]) for group in optimizer.param_groups]
     return torch.optim.lr_scheduler.LambdaLR(optimizer, lambdas)
+
+
+def lightning_lr_schedule(
+    optimizer: torch.optim.Optimizer,
+    module,
+    shared_base_lr: float | None = None,
+):
+    """What a LightningModule's ``configure_optimizers`` returns for ``module.cfg.scheduler`` (per
+    step or per epoch, the warm-up given in epochs), with the scaled lrs of ``cfg.derived``. The
+    trainer is asked for the number of steps only for a per-step schedule."""
+    cfg = module.cfg
+    sched_cfg, derived = cfg.scheduler, cfg.derived
+    per_step = sched_cfg.interval == "step"
+    total = module.trainer.estimated_stepping_batches if per_step else cfg.max_epochs
+    warmup = sched_cfg.warmup_epochs * (total / cfg.max_epochs if per_step else 1)
+    scheduler = build_lr_scheduler(
+        optimizer,
+        sched_cfg.name,
+        total_steps=total,
+        warmup_steps=warmup,
+        warmup_start_lr=derived.warmup_start_lr,
+        min_lr=derived.min_lr,
+        lr_decay_steps=sched_cfg.lr_decay_steps,
+        shared_base_lr=shared_base_lr,
+    )
+    if scheduler is None:
+        return optimizer
+    interval = sched_cfg.interval if sched_cfg.name == "warmup_cosine" else "epoch"
+    return [optimizer], [{"scheduler": scheduler, "interval": interval, "frequency": 1}]
