@@ -63,9 +63,13 @@ class BaseMethod(pl.LightningModule):
         self.classifier = nn.Linear(self.features_dim, self.num_classes) if self.num_classes else None
         # MAE's linear probe puts a BatchNorm without affine parameters before the head: MAE
         # features have a large common component and small spread, which a plain linear head
-        # learns slowly.
+        # learns slowly. Online, the backbone moves under the probe, so the running statistics
+        # follow recent batches (momentum 0.5, about the last two) rather than the default
+        # 0.1, which lags the features by tens of steps and mis-centres them at validation.
         use_norm = self.classifier is not None and cfg.method_kwargs.get("online_batchnorm", False)
-        self.classifier_norm = nn.BatchNorm1d(self.features_dim, affine=False) if use_norm else nn.Identity()
+        self.classifier_norm = (
+            nn.BatchNorm1d(self.features_dim, affine=False, momentum=0.5) if use_norm else nn.Identity()
+        )
         self.knn = None
         if cfg.knn_eval.enabled and self.num_classes:
             self.knn = WeightedKNNClassifier(
