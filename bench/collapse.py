@@ -36,7 +36,7 @@ def main(argv=None) -> dict:
                 recipe,
                 overrides=[
                     f"max_epochs={args.epochs}",
-                    f"seed={args.seed}",
+                    f"++seed={args.seed}",
                     f"checkpoint.dir={tmp}",
                     "checkpoint.enabled=False",
                     "auto_resume.enabled=False",
