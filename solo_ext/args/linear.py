@@ -35,6 +35,7 @@ from solo_ext.args.checks import check_bool, check_choice, check_keys, check_num
 from solo_ext.args.pretrain import DEFAULTS as PRETRAIN_DEFAULTS
 from solo_ext.args.pretrain import (
     IGNORED_TOP_LEVEL,
+    RUN_DEFAULTS,
     _check_optimizer,
     _check_trainer,
     _merge_defaults,
@@ -80,15 +81,7 @@ DEFAULTS: dict[str, Any] = {
     "checkpoint": PRETRAIN_DEFAULTS["checkpoint"],
     "auto_resume": PRETRAIN_DEFAULTS["auto_resume"],
     "wandb": PRETRAIN_DEFAULTS["wandb"],
-    "seed": 5,
-    "resume_from_checkpoint": None,
-    "max_epochs": 100,
-    "devices": 1,
-    "num_nodes": 1,
-    "accelerator": "auto",
-    "strategy": "auto",
-    "precision": 32,
-    "accumulate_grad_batches": 1,
+    **RUN_DEFAULTS,
 }
 
 SECTION_KEYS = {

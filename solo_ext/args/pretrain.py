@@ -20,6 +20,18 @@ from solo_ext.utils.errors import ConfigError
 
 # solo-learn's schema, with its defaults (reference: solo/args/pretrain.py and the methods'
 # add_and_assert_specific_cfg), gathered here instead of scattered over the classes.
+# The run and Trainer keys every entry point shares.
+RUN_DEFAULTS: dict[str, Any] = {
+    "seed": 5,
+    "resume_from_checkpoint": None,
+    "max_epochs": 100,
+    "devices": 1,
+    "num_nodes": 1,
+    "accelerator": "auto",
+    "strategy": "auto",
+    "precision": 32,
+    "accumulate_grad_batches": 1,
+}
 DEFAULTS: dict[str, Any] = {
     "backbone": {"kwargs": {}},
     "method_kwargs": {},
@@ -57,15 +69,7 @@ DEFAULTS: dict[str, Any] = {
     },
     "reconstructions": {"enabled": True, "frequency": 1, "num_images": 8},
     "performance": {"disable_channel_last": False},
-    "seed": 5,
-    "resume_from_checkpoint": None,
-    "max_epochs": 100,
-    "devices": 1,
-    "num_nodes": 1,
-    "accelerator": "auto",
-    "strategy": "auto",
-    "precision": 32,
-    "accumulate_grad_batches": 1,
+    **RUN_DEFAULTS,
 }
 
 SECTION_KEYS = {
