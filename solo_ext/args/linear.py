@@ -40,6 +40,7 @@ from solo_ext.args.pretrain import (
     _check_trainer,
     _merge_defaults,
     _none_strings,
+    check_data_section,
     trainer_keys,
 )
 from solo_ext.args.pretrain import SECTION_KEYS as PRETRAIN_SECTION_KEYS
@@ -201,20 +202,10 @@ def _check_checkpoint(out: dict) -> None:
 
 
 def _check_data(out: dict) -> None:
-    from solo_ext.data import DATASETS, check_data_format, check_fraction, num_classes_of
+    from solo_ext.data import num_classes_of
 
     data = out["data"]
-    if data.get("dataset") is None:
-        raise ConfigError("data.dataset: missing; choose one of " + ", ".join(DATASETS))
-    check_choice("data.dataset", data["dataset"], DATASETS)
-    check_data_format(data["format"], key="data.format")
-    check_number("data.num_workers", data["num_workers"], low=0, integer=True)
-    check_fraction(data["fraction"])
-    for key in ("train_path", "val_path"):
-        if data[key] is not None:
-            if not isinstance(data[key], str):
-                raise ConfigError(f"data.{key}={data[key]!r}: must be a path string")
-            data[key] = os.path.abspath(os.path.expanduser(data[key]))
+    check_data_section(data)
     data["num_classes"] = num_classes_of(data["dataset"], data["train_path"])
 
 

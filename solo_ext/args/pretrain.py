@@ -251,24 +251,30 @@ def _check_trainer(out: dict) -> None:
     out["derived"] = {"world_size": world_size}
 
 
-def _check_data(out: dict) -> None:
-    from solo_ext.data import DATASETS, check_data_format, fill_augmentation_defaults, num_classes_of
+def check_data_section(data: dict) -> None:
+    """The ``data`` keys pretraining and linear evaluation share: dataset, format, workers,
+    fraction, and the paths (made absolute)."""
+    from solo_ext.data import DATASETS, check_data_format, check_fraction
 
-    data = out["data"]
     if data.get("dataset") is None:
         raise ConfigError("data.dataset: missing; choose one of " + ", ".join(DATASETS))
     check_choice("data.dataset", data["dataset"], DATASETS)
     check_data_format(data["format"], key="data.format")
     check_number("data.num_workers", data["num_workers"], low=0, integer=True)
-    fraction = check_number("data.fraction", data["fraction"])
-    if not (fraction == -1 or 0 < fraction <= 1):
-        raise ConfigError(f"data.fraction={fraction!r}: must be -1 (all) or in (0, 1]")
-    check_bool("data.no_labels", data["no_labels"])
+    check_fraction(data["fraction"])
     for key in ("train_path", "val_path"):
         if data[key] is not None:
             if not isinstance(data[key], str):
                 raise ConfigError(f"data.{key}={data[key]!r}: must be a path string")
             data[key] = os.path.abspath(os.path.expanduser(data[key]))
+
+
+def _check_data(out: dict) -> None:
+    from solo_ext.data import fill_augmentation_defaults, num_classes_of
+
+    data = out["data"]
+    check_data_section(data)
+    check_bool("data.no_labels", data["no_labels"])
     augmentations = out.get("augmentations")
     if not isinstance(augmentations, list) or not augmentations:
         raise ConfigError(f"augmentations={augmentations!r}: must be a non-empty list of pipelines")
