@@ -3,12 +3,15 @@
 python main_knn.py --pretrained_checkpoint_dir trained_models/mae/<run id> \
     --k 10 20 50 --temperature 0.02 0.07 0.2 --distance_function cosine euclidean --feature_type cls mean
 
-Dataset, paths and backbone default to those of the run's args.json. Prints one row per
-combination and writes the table as CSV beside the checkpoint.
+Dataset, paths, backbone, feature type, k, T and distance default to those of the run's args.json
+(the features its online probe read, its online kNN settings). Prints one row per combination,
+each naming its protocol (features, distance, k, T, bank), and writes the table as CSV beside
+the checkpoint.
 """
 
 import argparse
 import json
+import os
 import sys
 
 from solo_ext.utils.errors import ConfigError, DataError
@@ -34,11 +37,14 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--data_format", default="image_folder")
     parser.add_argument("--data_fraction", type=float, default=-1.0)
     parser.add_argument("--batch_size", type=int, default=256)
-    parser.add_argument("--num_workers", type=int, default=4)
-    parser.add_argument("--k", type=int, nargs="+", default=[20])
-    parser.add_argument("--temperature", type=float, nargs="+", default=[0.07])
-    parser.add_argument("--distance_function", nargs="+", default=["cosine"])
-    parser.add_argument("--feature_type", nargs="+", default=["cls"], help="cls and/or mean")
+    parser.add_argument(
+        "--num_workers", type=int, default=min(4, len(os.sched_getaffinity(0))), help="default: min(4, CPUs)"
+    )
+    run_default = "default: the run's own (its args.json)"
+    parser.add_argument("--k", type=int, nargs="+", help=run_default)
+    parser.add_argument("--temperature", type=float, nargs="+", help=run_default)
+    parser.add_argument("--distance_function", nargs="+", help=f"cosine and/or euclidean; {run_default}")
+    parser.add_argument("--feature_type", nargs="+", help=f"cls and/or mean; {run_default}")
     return parser.parse_args(argv)
 
 

@@ -34,7 +34,11 @@ from solo_ext.utils.errors import ConfigError
 from solo_ext.utils.knn import DISTANCES, knn_accuracy, knn_predict
 
 FEATURE_TYPES = ("cls", "mean")
-TABLE_COLUMNS = ("feature_type", "distance", "k", "T", "acc1", "acc5")
+TABLE_COLUMNS = ("feature_type", "distance", "k", "T", "bank", "acc1", "acc5")
+# offline, the bank is always the training set through the val transform
+OFFLINE_BANK = "clean"
+# what a run without these keys in its args.json gets (solo-learn's online kNN defaults)
+KNN_FALLBACK = {"k": 20, "T": 0.07, "distance_func": "euclidean"}
 
 
 def find_checkpoint(run_dir: str | os.PathLike | None, checkpoint: str | os.PathLike | None) -> Path:
@@ -134,14 +138,22 @@ def knn_table(
                     train_feats[feature_type], train_y, val_feats[feature_type], k, T, distance, num_classes
                 )
                 accuracy = knn_accuracy(scores, val_y)
-            rows.append(dict(zip(TABLE_COLUMNS, (feature_type, distance, k, T, *accuracy))))
+            rows.append(dict(zip(TABLE_COLUMNS, (feature_type, distance, k, T, OFFLINE_BANK, *accuracy))))
     return rows
 
 
 def format_table(rows: Sequence[dict]) -> str:
     """The rows as an aligned text table with a header line."""
     cells = [list(TABLE_COLUMNS)] + [
-        [r["feature_type"], r["distance"], str(r["k"]), f"{r['T']:g}", f"{r['acc1']:.2f}", f"{r['acc5']:.2f}"]
+        [
+            r["feature_type"],
+            r["distance"],
+            str(r["k"]),
+            f"{r['T']:g}",
+            r["bank"],
+            f"{r['acc1']:.2f}",
+            f"{r['acc5']:.2f}",
+        ]
         for r in rows
     ]
     widths = [max(len(row[i]) for row in cells) for i in range(len(TABLE_COLUMNS))]
@@ -168,21 +180,31 @@ def run_knn(
     data_fraction: float = -1.0,
     batch_size: int = 256,
     num_workers: int = 4,
-    k: Sequence[int] = (20,),
-    temperature: Sequence[float] = (0.07,),
-    distance_function: Sequence[str] = ("cosine",),
-    feature_type: Sequence[str] = ("cls",),
+    k: Sequence[int] | None = None,
+    temperature: Sequence[float] | None = None,
+    distance_function: Sequence[str] | None = None,
+    feature_type: Sequence[str] | None = None,
     backbone: str | None = None,
     backbone_kwargs: dict | None = None,
 ) -> tuple[list[dict], Path]:
     """Evaluate a checkpoint by weighted kNN for every combination of the given settings.
 
-    ``dataset`` and its paths default to those of the run's args.json. Returns the table's rows
-    and the CSV written beside the checkpoint (``<checkpoint stem>-knn-<dataset>.csv``).
+    ``dataset`` and its paths default to those of the run's args.json; so do the settings left
+    at None: ``feature_type`` is the run's online-probe features (``method_kwargs.online_features``),
+    ``k``, ``temperature`` and ``distance_function`` its ``knn_eval`` values (solo-learn's 20, 0.07,
+    euclidean when the run has none). Returns the table's rows and the CSV written beside the
+    checkpoint (``<checkpoint stem>-knn-<dataset>.csv``).
 
     Raises:
         ConfigError, DataError, CheckpointError: bad settings, data or weights.
     """
+    ckpt = find_checkpoint(pretrained_checkpoint_dir, checkpoint)
+    saved = saved_run_args(ckpt, key="--checkpoint") or {}
+    saved_knn = {**KNN_FALLBACK, **(saved.get("knn_eval") or {})}
+    k = k or [saved_knn["k"]]
+    temperature = temperature or [saved_knn["T"]]
+    distance_function = distance_function or [saved_knn["distance_func"]]
+    feature_type = feature_type or [(saved.get("method_kwargs") or {}).get("online_features") or "cls"]
     for value in k:
         check_number("--k", value, low=1, integer=True)
     for value in temperature:
@@ -195,7 +217,6 @@ def run_knn(
             raise ConfigError(f"--feature_type={value!r}: must be one of {', '.join(FEATURE_TYPES)}")
     check_number("--batch_size", batch_size, low=1, integer=True)
     check_number("--num_workers", num_workers, low=0, integer=True)
-    ckpt = find_checkpoint(pretrained_checkpoint_dir, checkpoint)
     model, saved = backbone_for(ckpt, backbone, backbone_kwargs)
 
     saved_data = (saved or {}).get("data") or {}

@@ -88,7 +88,7 @@ def build_linear_loaders(cfg: DictConfig, crop_size: int) -> tuple[DataLoader, l
         return prepare_dataloader(ds, batch_size, data.num_workers, shuffle=False, drop_last=False)
 
     val_loaders = [eval_loader(val_ds)]
-    if cfg.knn_eval.enabled:
+    if cfg.knn_eval.enabled and cfg.knn_eval.bank == "clean":
         clean_train_ds, _ = prepare_classification_datasets(
             data.dataset, val_transform, val_transform, fraction=data.fraction, **sets
         )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import lightning.pytorch as pl
@@ -77,7 +78,7 @@ def build_pretrain_loaders(cfg: DictConfig):
         )
 
     loaders = [eval_loader(val_ds)]
-    if cfg.knn_eval.enabled:
+    if cfg.knn_eval.enabled and cfg.knn_eval.bank == "clean":
         loaders.append(eval_loader(clean_train_ds))
     return train_loader, loaders
 
@@ -146,6 +147,26 @@ def check_not_multirun_ddp(cfg: DictConfig) -> None:
         )
 
 
+def regularizer_lines(cfg: DictConfig) -> list[str]:
+    """Start-up lines: each regularizer's batch and weight, the online protocols, and one warning
+    when gradient accumulation meets a regularizer computed on the batch."""
+    derived = cfg.derived
+    lines = [
+        f"regularizer {name}: sees a batch of {info.batch} ({'gathered over' if info.gather else 'per'} "
+        f"process{'es' if info.gather else ''}), effective weight {info.effective_weight:g} "
+        f"(U-MAE/M-MAE code on {derived.world_size} process(es): lamb {info.upstream_lamb:g})"
+        for name, info in derived.regularizers.items()
+    ]
+    lines += [f"{name}: {text}" for name, text in derived.protocols.items()]
+    if cfg.accumulate_grad_batches > 1 and derived.regularizers:
+        lines.append(
+            f"WARNING: accumulate_grad_batches={cfg.accumulate_grad_batches} does not enlarge the batch "
+            f"{', '.join(derived.regularizers)} see(s) (computed per micro-batch); raise batch_size or "
+            "devices to match a larger batch"
+        )
+    return lines
+
+
 def run_pretrain(raw_cfg: DictConfig) -> pl.Trainer:
     cfg = parse_cfg(raw_cfg)
     check_not_multirun_ddp(cfg)
@@ -186,6 +207,8 @@ def run_pretrain(raw_cfg: DictConfig) -> pl.Trainer:
             f"run {run_id}: {derived.world_size} process(es), global batch {derived.global_batch_size}, "
             f"lr {cfg.optimizer.lr} x {derived.lr_scale:g} = {derived.lr:.3g} -> {run_dir}"
         )
+        for line in regularizer_lines(cfg):
+            print(line, file=sys.stderr if line.startswith("WARNING") else sys.stdout)
     if val_loaders and ckpt_path is None and cfg.diagnostics.validate_before_training:
         # The untrained model's numbers, logged at step 0: the baseline the run is judged against.
         trainer.validate(model, val_loaders, verbose=False)

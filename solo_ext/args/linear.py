@@ -41,6 +41,8 @@ from solo_ext.args.pretrain import (
     _merge_defaults,
     _none_strings,
     check_data_section,
+    check_knn_section,
+    knn_protocol,
     trainer_keys,
 )
 from solo_ext.args.pretrain import SECTION_KEYS as PRETRAIN_SECTION_KEYS
@@ -61,7 +63,8 @@ DEFAULTS: dict[str, Any] = {
     "backbone": {"name": None, "kwargs": {}},
     "mode": None,
     "partial_blocks": None,
-    "features": "cls",
+    # None: the pretraining run's own (its online probe's features, from args.json), else cls
+    "features": None,
     "batchnorm_head": False,
     "finetune": False,
     "label_smoothing": 0.0,
@@ -144,6 +147,7 @@ def parse_cfg(cfg: DictConfig | Mapping) -> DictConfig:
             "pretrain_method"
         )
     check_keys("", raw, OWN_TOP_LEVEL | IGNORED_TOP_LEVEL | trainer_keys())
+    user_knn = dict(raw.get("knn_eval") or {})
     out = _merge_defaults(raw, copy.deepcopy(DEFAULTS))
     for section, keys in SECTION_KEYS.items():
         if not isinstance(out[section], dict):
@@ -157,16 +161,51 @@ def parse_cfg(cfg: DictConfig | Mapping) -> DictConfig:
     _check_trainer(out)
     _check_checkpoint(out)
     _check_data(out)
-    backbone = _check_backbone(out)
+    saved = (
+        saved_run_args(out["pretrained_feature_extractor"]) if out["pretrained_feature_extractor"] else None
+    )
+    _follow_run(out, saved, user_knn)
+    backbone = _check_backbone(out, saved)
     _check_mode(out, backbone)
     # the pretraining check covers every optimizer and scheduler key but classifier_lr, which
-    # linear configs do not have: it sees a copy with it unset
-    _check_optimizer({**out, "optimizer": {**out["optimizer"], "classifier_lr": None}})
+    # linear configs do not have: it sees a copy with it unset, and the optimizer.kwargs it fills
+    # (solo-learn's defaults) are kept
+    checked = {**out, "optimizer": {**out["optimizer"], "classifier_lr": None}}
+    _check_optimizer(checked)
+    out["optimizer"]["kwargs"] = checked["optimizer"]["kwargs"]
     _check_layer_decay(out)
     _check_loss(out)
     _check_eval(out)
     _derive_lr(out)
+    out["derived"]["protocols"] = linear_protocols(out)
     return OmegaConf.create(out)
+
+
+def _follow_run(out: dict, saved: Mapping | None, user_knn: Mapping) -> None:
+    """Offline evaluation measures what the run measured online unless told otherwise: the
+    features of its online probe and its kNN k, T and distance, from its args.json."""
+    saved = saved or {}
+    if out["features"] is None:
+        out["features"] = (saved.get("method_kwargs") or {}).get("online_features") or "cls"
+    saved_knn = saved.get("knn_eval") or {}
+    for key in ("k", "T", "distance_func"):
+        if key not in user_knn and key in saved_knn:
+            out["knn_eval"][key] = saved_knn[key]
+
+
+def linear_protocols(out: Mapping) -> dict:
+    """The evaluation protocols of a linear/fine-tuning run, in words (args.json and logs)."""
+    head = "BatchNorm (no affine) + linear head" if out["batchnorm_head"] else "linear head"
+    protocols = {"linear": f"{out['mode']} on {out['features']} features, {head}"}
+    knn = out["knn_eval"]
+    if knn["enabled"]:
+        bank = (
+            "training batches of the epoch (train transform)"
+            if knn["bank"] == "batches"
+            else "clean training set through the val transform"
+        )
+        protocols["knn"] = knn_protocol(out["features"], knn, bank)
+    return protocols
 
 
 def _check_checkpoint(out: dict) -> None:
@@ -209,9 +248,9 @@ def _check_data(out: dict) -> None:
     data["num_classes"] = num_classes_of(data["dataset"], data["train_path"])
 
 
-def _check_backbone(out: dict) -> MaskedViT:
-    """Complete ``backbone`` from the checkpoint's args.json when its name is not given, and
-    validate it by building the model on the meta device (no memory, no time)."""
+def _check_backbone(out: dict, saved: Mapping | None) -> MaskedViT:
+    """Complete ``backbone`` from the checkpoint's args.json (``saved``) when its name is not
+    given, and validate it by building the model on the meta device (no memory, no time)."""
     from solo_ext.backbones import build_backbone
 
     backbone_cfg = out["backbone"]
@@ -219,7 +258,6 @@ def _check_backbone(out: dict) -> MaskedViT:
         raise ConfigError(f"backbone.kwargs={backbone_cfg.get('kwargs')!r}: must be a mapping")
     checkpoint = out["pretrained_feature_extractor"]
     if backbone_cfg.get("name") is None:
-        saved = saved_run_args(checkpoint) if checkpoint is not None else None
         saved_backbone = (saved or {}).get("backbone")
         if not isinstance(saved_backbone, dict) or saved_backbone.get("name") is None:
             where = f"no args.json with a backbone beside '{checkpoint}'" if checkpoint else "no checkpoint"
@@ -270,7 +308,13 @@ def _check_loss(out: dict) -> None:
     check_number("cutmix", out["cutmix"], low=0)
     check_bool("auto_augment", out["auto_augment"])
     batch_size = out["optimizer"]["batch_size"]
-    if (out["mixup"] > 0 or out["cutmix"] > 0) and batch_size % 2:
+    mixing = out["mixup"] > 0 or out["cutmix"] > 0
+    if mixing and out["knn_eval"]["enabled"] and out["knn_eval"]["bank"] == "batches":
+        raise ConfigError(
+            "knn_eval.bank='batches': mixup/cutmix blend the training images and their labels, so they "
+            "cannot fill a kNN bank; use knn_eval.bank=clean"
+        )
+    if mixing and batch_size % 2:
         raise ConfigError(
             f"optimizer.batch_size={batch_size!r}: mixup/cutmix mix each batch with its reverse and need an "
             "even batch size"
@@ -287,11 +331,7 @@ def _check_layer_decay(out: dict) -> None:
 
 
 def _check_eval(out: dict) -> None:
-    knn = out["knn_eval"]
-    check_bool("knn_eval.enabled", knn["enabled"])
-    check_number("knn_eval.k", knn["k"], low=1, integer=True)
-    check_number("knn_eval.T", knn["T"], low=0, low_open=True)
-    check_choice("knn_eval.distance_func", knn["distance_func"], ("cosine", "euclidean"))
+    check_knn_section(out["knn_eval"])
     check_bool("diagnostics.enabled", out["diagnostics"]["enabled"])
     check_number("diagnostics.max_samples", out["diagnostics"]["max_samples"], low=2, integer=True)
     ckpt = out["checkpoint"]

@@ -57,7 +57,8 @@ DEFAULTS: dict[str, Any] = {
         "lr_decay_steps": None,
         "interval": "step",
     },
-    "knn_eval": {"enabled": False, "k": 20, "T": 0.07, "distance_func": "cosine"},
+    # solo-learn's online kNN: k 20, T 0.07, euclidean; its bank is the training batches' features
+    "knn_eval": {"enabled": False, "k": 20, "T": 0.07, "distance_func": "euclidean", "bank": "batches"},
     "checkpoint": {"enabled": False, "dir": "trained_models", "frequency": 1, "keep_prev": False},
     "auto_resume": {"enabled": False, "max_hours": 36},
     "wandb": {"enabled": False, "entity": None, "project": "solo-learn", "offline": False},
@@ -98,7 +99,7 @@ SECTION_KEYS = {
         "exclude_bias_n_norm_wd",
     },
     "scheduler": {"name", "warmup_epochs", "warmup_start_lr", "min_lr", "lr_decay_steps", "interval"},
-    "knn_eval": {"enabled", "k", "T", "distance_func"},
+    "knn_eval": {"enabled", "k", "T", "distance_func", "bank"},
     "checkpoint": {"enabled", "dir", "frequency", "keep_prev"},
     "auto_resume": {"enabled", "max_hours"},
     "wandb": {"enabled", "entity", "project", "offline"},
@@ -133,7 +134,17 @@ OWN_TOP_LEVEL = {
 TRAINER_RESERVED = {"logger", "callbacks", "enable_checkpointing", "default_root_dir"}
 
 OPTIMIZERS = ("sgd", "lars", "adam", "adamw")
+# What solo-learn's parse_cfg fills into optimizer.kwargs when a recipe leaves a key out (its
+# solo/args/pretrain.py and linear.py); written into args.json so a run shows what it used.
+OPTIMIZER_KWARGS_DEFAULTS: dict[str, dict[str, Any]] = {
+    "sgd": {"momentum": 0.9},
+    "lars": {"momentum": 0.9, "eta": 1e-3, "clip_lr": False, "exclude_bias_n_norm": False},
+    "adamw": {"betas": [0.9, 0.999]},
+}
 LR_SCHEDULERS = ("warmup_cosine", "step", "none")
+# the online kNN's train bank: "batches" = the features of the epoch's training batches as the
+# method sees them (solo-learn's); "clean" = the training set through the val transform (ours)
+KNN_BANKS = ("batches", "clean")
 PRECISIONS = {
     32: "32-true",
     "32": "32-true",
@@ -228,6 +239,8 @@ def parse_cfg(cfg: DictConfig | Mapping) -> DictConfig:
     method_cls = METHODS[out["method"]]
     out["method_kwargs"] = method_cls.parse_method_kwargs(out["method_kwargs"], backbone)
     _derive_lr(out)
+    _derive_regularizers(out)
+    _derive_protocols(out)
     return OmegaConf.create(out)
 
 
@@ -301,6 +314,7 @@ def _check_optimizer(out: dict) -> None:
     check_bool("optimizer.exclude_bias_n_norm_wd", opt["exclude_bias_n_norm_wd"])
     if not isinstance(opt["kwargs"], dict):
         raise ConfigError(f"optimizer.kwargs={opt['kwargs']!r}: must be a mapping of optimizer arguments")
+    opt["kwargs"] = {**OPTIMIZER_KWARGS_DEFAULTS.get(opt["name"], {}), **opt["kwargs"]}
     sched = out["scheduler"]
     check_choice("scheduler.name", sched["name"], LR_SCHEDULERS)
     check_choice("scheduler.interval", sched["interval"], ("step", "epoch"))
@@ -320,11 +334,7 @@ def _check_optimizer(out: dict) -> None:
 
 
 def _check_eval(out: dict) -> None:
-    knn = out["knn_eval"]
-    check_bool("knn_eval.enabled", knn["enabled"])
-    check_number("knn_eval.k", knn["k"], low=1, integer=True)
-    check_number("knn_eval.T", knn["T"], low=0, low_open=True)
-    check_choice("knn_eval.distance_func", knn["distance_func"], ("cosine", "euclidean"))
+    check_knn_section(out["knn_eval"])
     ckpt = out["checkpoint"]
     check_bool("checkpoint.enabled", ckpt["enabled"])
     check_number("checkpoint.frequency", ckpt["frequency"], low=1, integer=True)
@@ -386,3 +396,62 @@ def _derive_lr(out: dict) -> None:
         min_lr=sched["min_lr"] * scale,
         warmup_start_lr=sched["warmup_start_lr"] * scale,
     )
+
+
+def _peak_weight(scheduler: Mapping, max_epochs: int) -> float:
+    """The largest weight a schedule reaches in the run (sampled at quarter epochs)."""
+    from solo_ext.schedulers.weights import build_weight_schedule
+
+    schedule = build_weight_schedule({k: v for k, v in scheduler.items() if k != "interval"}, "scheduler")
+    return max(schedule(0, quarter / 4) for quarter in range(4 * max_epochs + 1))
+
+
+def _derive_regularizers(out: dict) -> None:
+    """Per regularizer: the batch it sees (the per-process batch, times the processes when it
+    gathers; gradient accumulation does not enlarge it) and its weight. Our gather sums the
+    gradient, so the weight acts as written on any number of processes; the U-MAE and M-MAE code
+    (whose gather returns the local slice) would need ``lamb = weight x processes`` for the same
+    run, stored as ``upstream_lamb``."""
+    regularizers = out["method_kwargs"].get("regularizers") or {}
+    derived = out["derived"]
+    per_process, world = out["optimizer"]["batch_size"], derived["world_size"]
+    derived["regularizers"] = {
+        name: {
+            "batch": per_process * world if spec["gather"] else per_process,
+            "gather": spec["gather"],
+            "effective_weight": (peak := _peak_weight(spec["scheduler"], out["max_epochs"])),
+            "upstream_lamb": peak * world if spec["gather"] else peak,
+        }
+        for name, spec in regularizers.items()
+    }
+
+
+def _derive_protocols(out: dict) -> None:
+    """How the online numbers are measured, in words stored in args.json and printed."""
+    features = out["method_kwargs"].get("online_features", "cls")
+    knn = out["knn_eval"]
+    bank = (
+        "training batches of the epoch as the method sees them (solo-learn)"
+        if knn["bank"] == "batches"
+        else "clean training set through the val transform"
+    )
+    derived = out["derived"]
+    derived["protocols"] = {"online_linear": f"linear probe on detached {features} features"}
+    if knn["enabled"]:
+        derived["protocols"]["online_knn"] = knn_protocol(features, knn, bank)
+
+
+def knn_protocol(features: str, knn: Mapping, bank: str) -> str:
+    """One line naming a weighted-kNN protocol: features, k, T, distance and bank."""
+    temperature = f", T {knn['T']}" if knn["distance_func"] == "cosine" else ""
+    distance = knn["distance_func"]
+    return f"weighted kNN on {features} features, k {knn['k']}{temperature}, {distance}; bank: {bank}"
+
+
+def check_knn_section(knn: dict) -> None:
+    """The ``knn_eval`` keys pretraining and linear evaluation share."""
+    check_bool("knn_eval.enabled", knn["enabled"])
+    check_number("knn_eval.k", knn["k"], low=1, integer=True)
+    check_number("knn_eval.T", knn["T"], low=0, low_open=True)
+    check_choice("knn_eval.distance_func", knn["distance_func"], ("cosine", "euclidean"))
+    check_choice("knn_eval.bank", knn["bank"], KNN_BANKS)

@@ -282,19 +282,25 @@ def prepare_transforms(
     - digits: train RandomResizedCrop(s, scale 0.5-1) without flip (a mirrored digit can read
       as another, and a crop under half the 8x8 source loses the digit); val as stored.
 
-    Normalisation: :func:`dataset_mean_std` (``aug_cfg`` supplies mean/std for custom).
+    Resizing is bicubic (MAE's probe). Normalisation: :func:`dataset_mean_std` (``aug_cfg``
+    supplies mean/std for custom).
     """
     info = check_dataset(dataset)
     size = info.crop_size if crop_size is None else _positive_int("crop_size", crop_size)
     normalize = [T.ToTensor(), T.Normalize(*dataset_mean_std(dataset, aug_cfg))]
+    # bicubic throughout, as MAE's linear probe and fine-tuning transforms
+    bicubic = T.InterpolationMode.BICUBIC
     if dataset == "digits":
-        train = [T.RandomResizedCrop(size, scale=(0.5, 1.0))]
+        train = [T.RandomResizedCrop(size, scale=(0.5, 1.0), interpolation=bicubic)]
     else:
-        train = [T.RandomResizedCrop(size, scale=(0.08, 1.0)), T.RandomHorizontalFlip()]
+        train = [
+            T.RandomResizedCrop(size, scale=(0.08, 1.0), interpolation=bicubic),
+            T.RandomHorizontalFlip(),
+        ]
     if info.image_size is None:
-        val = [T.Resize(round(size * 256 / 224)), T.CenterCrop(size)]
+        val = [T.Resize(round(size * 256 / 224), interpolation=bicubic), T.CenterCrop(size)]
     elif dataset == "stl10" or size != info.image_size:
-        val = [T.Resize((size, size))]
+        val = [T.Resize((size, size), interpolation=bicubic)]
     else:
         val = []
     return T.Compose(train + normalize), T.Compose(val + normalize)

@@ -34,8 +34,9 @@ def rbf_affinity(
 ) -> tuple[Tensor, Tensor]:
     """RBF affinity matrix of a batch.
 
-    Squared distances use the Gram form ‖x_i‖² + ‖x_j‖² - 2 x_i·x_j (b×b memory, never b×b×D),
-    clamped at 0 against rounding. Its diagonal can be a tiny nonzero, so gamma is the std of exactly
+    Squared distances use the Gram form ‖x_i‖² + ‖x_j‖² - 2 x_i·x_j (b×b memory, never b×b×D)
+    of the features centred on the batch mean (the same distances), clamped at 0 against
+    rounding. Its diagonal can be a tiny nonzero, so gamma is the std of exactly
     the off-diagonal entries. A batch whose off-diagonal distances are all equal (b = 2, or collapsed
     features) has gamma = 0; gamma is floored at the dtype's smallest normal number so W stays finite.
 
@@ -56,6 +57,10 @@ def rbf_affinity(
         raise ValueError(f"rbf_scale must be > 0, got {rbf_scale}")
     if fixed_gamma is not None and fixed_gamma <= 0:
         raise ValueError(f"fixed_gamma must be > 0 or None, got {fixed_gamma}")
+    # Distances do not change under a common shift; centring on the batch mean first keeps the
+    # Gram form free of cancellation when the features share a large offset (in float32,
+    # ‖x_i‖² + ‖x_j‖² - 2 x_i·x_j loses every digit of a small distance between large vectors).
+    x = x - x.mean(dim=0, keepdim=True)
     sq_norms = x.pow(2).sum(dim=1)
     sq = (sq_norms[:, None] + sq_norms[None, :] - 2 * x @ x.T).clamp_min(0)
     if scale_euclidean_distance:

@@ -2,9 +2,9 @@
 Masked Autoencoders", NeurIPS 2022).
 
 Penalises dimensional collapse by pushing the batch's normalised features apart: the mean of
-the squared cosine similarities over all pairs, the diagonal included. This is the
-temperature-free form used by the MAGMA code and M-MAE's ``--reg square``; the U-MAE repository
-divides the similarities by tau = 0.1 first, which multiplies the loss by 1/tau² = 100.
+the squared cosine similarities over all pairs, the diagonal included, without a temperature:
+the form of U-MAE's current loss_func.py, of the MAGMA code and of M-MAE's ``--reg square``
+(U-MAE's first upload divided the similarities by tau = 0.1 and paired that with lambda 1e-4).
 """
 
 import torch.nn.functional as F

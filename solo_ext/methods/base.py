@@ -71,6 +71,10 @@ class BaseMethod(pl.LightningModule):
             nn.BatchNorm1d(self.features_dim, affine=False, momentum=0.5) if use_norm else nn.Identity()
         )
         self.knn = None
+        # "batches": the bank is filled in training_step with the features the method sees
+        # (solo-learn's protocol); "clean": from the training set through the val transform,
+        # validation loader KNN_TRAIN_SET
+        self.knn_bank = cfg.knn_eval.get("bank", "batches")
         if cfg.knn_eval.enabled and self.num_classes:
             self.knn = WeightedKNNClassifier(
                 k=cfg.knn_eval.k,
@@ -127,6 +131,11 @@ class BaseMethod(pl.LightningModule):
         loss, logs = self.method_loss(crops, outs)
         if self.classifier is not None:
             logs.update(train_class_loss=class_loss, train_acc1=acc1, train_acc5=acc5)
+        if self.knn is not None and self.knn_bank == "batches":
+            self.knn.update(
+                train_features=torch.cat([out["feats"] for out in outs]),
+                train_targets=targets.repeat(len(outs)),
+            )
         self.log_dict(logs, on_step=True, on_epoch=True, batch_size=targets.size(0))
         total = loss + class_loss
         self.check_finite(total, logs)
@@ -250,7 +259,10 @@ class BaseMethod(pl.LightningModule):
         return groups
 
     def no_weight_decay_names(self) -> set[str]:
-        return set(self.backbone.no_weight_decay()) | {"mask_token", "decoder_pos_embed"}
+        # MAE's pretraining optimizer (timm's param_groups_weight_decay without a skip list)
+        # exempts only 1-D parameters and biases: the cls and mask tokens (1, 1, D) decay. The
+        # positional embeddings are fixed sin-cos buffers of no concern here.
+        return set()
 
     def configure_optimizers(self):
         opt_cfg, derived = self.cfg.optimizer, self.cfg.derived

@@ -125,6 +125,7 @@ class LinearModel(pl.LightningModule):
             self.loss_func = nn.CrossEntropyLoss()
 
         self.knn = None
+        self.knn_bank = cfg.knn_eval.bank  # as in BaseMethod
         if cfg.knn_eval.enabled:
             self.knn = WeightedKNNClassifier(
                 k=cfg.knn_eval.k,
@@ -168,10 +169,13 @@ class LinearModel(pl.LightningModule):
             x, soft_targets = self.mixup(x, targets)
             loss = self.loss_func(self(x), soft_targets)
         else:
-            logits = self(x)
+            feats = self.extract_features(x)
+            logits = self.classifier(feats)
             loss = self.loss_func(logits, targets)
             acc1, acc5 = accuracy_at_k(logits.detach(), targets)
             logs.update(train_acc1=acc1, train_acc5=acc5)
+            if self.knn is not None and self.knn_bank == "batches":
+                self.knn.update(train_features=feats, train_targets=targets)
         logs["train_loss"] = loss.detach()
         self.log_dict(logs, on_step=True, on_epoch=True, sync_dist=True, batch_size=targets.size(0))
         return loss

@@ -6,9 +6,11 @@ gradient that training needs is dR/dθ = Σ_r dR/dz_r · dz_r/dθ, and DDP hands
 *average* over ranks of the local parameter gradients. With a backward that returns, on rank r,
 the all-reduce SUM over ranks of dR/dz_r (= W · dR/dz_r, since every rank's copy of R is the same),
 DDP's average gives (1/W) Σ_r W · dR/dz_r · dz_r/dθ = dR/dθ: exactly the single-process gradient
-on the full batch. The gathers of the U-MAE and M-MAE code and solo-learn's ``GatherLayer``
-return only the local slice (dR/dz_r, no reduction), so after DDP's average their regularizer acts
-with weight lambda / W and its strength changes with the number of GPUs.
+on the full batch. solo-learn's current ``GatherLayer`` (solo/utils/misc.py) all-reduces the
+gradient in the same way. The gathers of the U-MAE and M-MAE code (their loss_func.py) return only
+the local slice (dR/dz_r, no reduction), so after DDP's average their regularizer acts with weight
+lambda / W and its strength changes with the number of GPUs: to train as their published runs on
+W_paper GPUs, use weight = lambda / W_paper here (README, "Reproducing the papers").
 """
 
 import torch
@@ -74,7 +76,7 @@ def gather(x: Tensor) -> Tensor:
     The backward sums the gradient over ranks before taking this rank's rows, so that a loss
     computed identically on every rank from the gathered batch gets, after DDP's gradient
     averaging, the same parameter gradients as one process on the whole batch (see the module
-    docstring for the derivation and how this differs from U-MAE, M-MAE and solo-learn).
+    docstring for the derivation and how this differs from U-MAE and M-MAE).
 
     Args:
         x: (n, ...) this rank's rows; n and the trailing shape must be equal on all ranks

@@ -164,9 +164,9 @@ class WeightedKNNClassifier(Metric):
                 f"{which}_features must be (N, D) and {which}_targets (N,), got "
                 f"{tuple(features.shape)} and {tuple(targets.shape)}"
             )
-        keep = targets.detach() != -1
-        # boolean indexing copies, so the banks never alias the caller's tensors
-        return features.detach()[keep], targets.detach()[keep]
+        # copies, so the banks never alias the caller's tensors; rows labelled -1 are dropped in
+        # compute, not here: boolean indexing would synchronise with the host on every update
+        return features.detach().clone(), targets.detach().clone()
 
     def update(
         self,
@@ -203,11 +203,18 @@ class WeightedKNNClassifier(Metric):
         test_features = self._bank(self.test_features)
         if train_features is None or test_features is None:
             return None
+        train_targets = self._bank(self.train_targets)
         test_targets = self._bank(self.test_targets).to(train_features.device)
+        test_features = test_features.to(train_features.device)
+        train_keep, test_keep = train_targets != -1, test_targets != -1
+        train_features, train_targets = train_features[train_keep], train_targets[train_keep]
+        test_features, test_targets = test_features[test_keep], test_targets[test_keep]
+        if not train_features.shape[0] or not test_features.shape[0]:
+            return None
         scores = knn_predict(
             train_features,
-            self._bank(self.train_targets),
-            test_features.to(train_features.device),
+            train_targets,
+            test_features,
             k=self.k,
             T=self.T,
             distance_fx=self.distance_fx,

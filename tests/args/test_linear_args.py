@@ -144,3 +144,41 @@ def test_every_shipped_yaml_composes_and_parses(pretrained, tmp_path, folder, na
         assert cfg.backbone.kwargs.drop_path_rate == 0.1
     if folder != "digits":  # MAE's global batches, with the recipes' device counts
         assert cfg.derived.global_batch_size == {"linear": 16384, "finetune": 1024}[cfg.mode]
+
+
+def test_solo_learn_linear_recipe_without_momentum_gets_0_9(pretrained, tmp_path):
+    cfg = parse(pretrained, tmp_path, optimizer={"name": "sgd", "batch_size": 16, "lr": 0.1})
+    assert cfg.optimizer.kwargs.momentum == 0.9
+    lars = parse(pretrained, tmp_path, optimizer={"name": "lars", "batch_size": 16, "lr": 0.1})
+    assert dict(lars.optimizer.kwargs) == {
+        "momentum": 0.9,
+        "eta": 1e-3,
+        "clip_lr": False,
+        "exclude_bias_n_norm": False,
+    }
+
+
+def test_features_and_knn_follow_the_run(tmp_path):
+    import json
+
+    ckpt = save_tiny_pretrained(tmp_path / "run")
+    args_path = ckpt.parent / "args.json"
+    args = json.loads(args_path.read_text())
+    args["method_kwargs"]["online_features"] = "mean"
+    args["knn_eval"].update(k=7, distance_func="cosine", T=0.1)
+    args_path.write_text(json.dumps(args))
+    cfg = parse(ckpt, tmp_path, knn_eval={"enabled": True})
+    assert cfg.features == "mean"
+    assert (cfg.knn_eval.k, cfg.knn_eval.T, cfg.knn_eval.distance_func) == (7, 0.1, "cosine")
+    assert cfg.derived.protocols.linear == "linear on mean features, linear head"
+    assert cfg.derived.protocols.knn.startswith("weighted kNN on mean features, k 7, T 0.1, cosine; bank: ")
+    # what the recipe or the command line sets wins
+    cfg = parse(ckpt, tmp_path, features="cls", knn_eval={"enabled": True, "k": 3})
+    assert cfg.features == "cls" and cfg.knn_eval.k == 3 and cfg.knn_eval.distance_func == "cosine"
+
+
+def test_batches_bank_refuses_mixup(pretrained, tmp_path):
+    with pytest.raises(ConfigError, match=r"^knn_eval.bank='batches': mixup/cutmix blend"):
+        parse(pretrained, tmp_path, mixup=0.8, knn_eval={"enabled": True})
+    cfg = parse(pretrained, tmp_path, mixup=0.8, knn_eval={"enabled": True, "bank": "clean"})
+    assert cfg.knn_eval.bank == "clean"

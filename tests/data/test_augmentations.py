@@ -241,3 +241,16 @@ def test_classification_val_transforms_are_deterministic_and_solo_learns():
     assert t_val.transforms[0].size == 256
     t_train, _ = prepare_transforms("digits")
     assert T.RandomHorizontalFlip not in [type(op) for op in t_train.transforms]
+
+
+def test_classification_transforms_resize_bicubic_as_maes_probe():
+    import torchvision.transforms as T
+
+    from solo_ext.data import prepare_transforms
+
+    for dataset, size in (("imagenet", 224), ("stl10", 96), ("digits", 32)):
+        train, val = prepare_transforms(dataset, size)
+        resizers = [
+            t for t in (*train.transforms, *val.transforms) if isinstance(t, T.RandomResizedCrop | T.Resize)
+        ]
+        assert resizers and all(t.interpolation == T.InterpolationMode.BICUBIC for t in resizers), dataset

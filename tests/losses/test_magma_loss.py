@@ -140,3 +140,18 @@ def test_bf16_autocast_computes_in_float32():
     assert x.dtype == y.dtype == torch.bfloat16
     assert loss.dtype == torch.float32 and loss.dim() == 0
     torch.testing.assert_close(loss.double(), magma_loss(x.double(), y.double()), rtol=1e-5, atol=0)
+
+
+def test_float32_distances_survive_a_large_common_offset():
+    # Features with a large shared component (e.g. the mean of patch tokens) and a small spread:
+    # uncentred float32 Gram distances lose the spread entirely; centred ones match float64.
+    torch.manual_seed(0)
+    spread_x, spread_y = torch.randn(16, 32, dtype=torch.float64), torch.randn(16, 8, dtype=torch.float64)
+    offset = 1e3 * torch.randn(1, 32, dtype=torch.float64)
+    x64 = spread_x + offset
+    reference_w, reference_gamma = rbf_affinity(spread_x)  # distances do not see the offset
+    w32, gamma32 = rbf_affinity(x64.float())
+    torch.testing.assert_close(gamma32.double(), reference_gamma, rtol=1e-4, atol=0)
+    torch.testing.assert_close(w32.double(), reference_w, rtol=0, atol=1e-5)
+    loss32 = magma_loss(x64.float(), spread_y.float())
+    torch.testing.assert_close(loss32.double(), _pairwise_form(x64, spread_y), rtol=1e-4, atol=0)

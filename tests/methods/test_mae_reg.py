@@ -182,3 +182,34 @@ def test_lr_is_scaled_by_global_batch(tmp_path):
     assert cfg.derived.global_batch_size == 32
     assert cfg.derived.lr == pytest.approx(1e-3 * 32 / 256)
     assert cfg.derived.classifier_lr == pytest.approx(1e-2 * 32 / 256)
+
+
+def test_pretraining_decays_the_cls_and_mask_tokens_as_mae(tmp_path):
+    # MAE's optimizer groups exempt only 1-D parameters and biases from weight decay
+    from solo_ext.args.pretrain import parse_cfg
+    from solo_ext.methods import METHODS
+    from solo_ext.utils.optim import build_param_groups
+
+    optimizer = {"name": "adamw", "batch_size": 16, "lr": 1e-3, "exclude_bias_n_norm_wd": True}
+    cfg = parse_cfg(tiny_cfg(tmp_path, method="mae", optimizer=optimizer))
+    model = METHODS["mae"](cfg)
+    groups = build_param_groups(model.param_groups(), True, model.no_weight_decay_names())
+    decayed = {id(p) for g in groups if "weight_decay" not in g for p in g["params"]}
+    assert id(model.backbone.cls_token) in decayed and id(model.decoder.mask_token) in decayed
+    exempt = {id(p) for g in groups if g["name"].endswith("_no_decay") for p in g["params"]}
+    assert all(p.ndim <= 1 for p in model.parameters() if id(p) in exempt)
+
+
+@pytest.mark.parametrize("bank, loaders", [("batches", 1), ("clean", 2)])
+def test_knn_bank_protocols(tmp_path, monkeypatch, bank, loaders):
+    # "batches": the bank is what the method sees in training (solo-learn); "clean": the training
+    # set through the val transform, an extra validation loader
+    from solo_ext.pretrain import build_pretrain_loaders
+
+    monkeypatch.chdir(tmp_path)
+    cfg = tiny_cfg(tmp_path, method="mae", knn_eval={"enabled": True, "bank": bank})
+    assert len(build_pretrain_loaders(parse_cfg(cfg))[1]) == loaders
+    run_pretrain(OmegaConf.create(cfg))
+    run_dir = next((tmp_path / "trained_models" / "mae").iterdir())
+    knn = [float(r["val_knn_acc1"]) for r in _metrics(run_dir) if r.get("val_knn_acc1")]
+    assert knn and 0 <= knn[-1] <= 100

@@ -2,6 +2,7 @@
 checkpoint, and one-line errors with exit code 2."""
 
 import csv
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -34,7 +35,7 @@ def test_prints_one_row_per_combination_and_writes_the_csv(pretrained):
     result = subprocess.run([sys.executable, str(MAIN), *args], capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     lines = result.stdout.strip().splitlines()
-    assert lines[0].split() == ["feature_type", "distance", "k", "T", "acc1", "acc5"]
+    assert lines[0].split() == ["feature_type", "distance", "k", "T", "bank", "acc1", "acc5"]
     table = [line.split() for line in lines[1:-1]]
     assert len(table) == 2 * 2 * 2 * 2
     assert {tuple(row[:4]) for row in table} == {
@@ -79,3 +80,22 @@ def test_errors_exit_2_with_one_message(pretrained, tmp_path, capsys):
         capsys, "--checkpoint", str(broken), "--backbone", "vit_tiny", "--backbone_kwargs", '{"depth": 2}'
     )
     assert code == 2 and "1 unexpected: extra" in err
+
+
+def test_defaults_follow_the_run(tmp_path):
+    # a run whose online probe read mean features and whose online kNN was k 5, euclidean:
+    # main_knn.py without those flags measures the same protocol
+    from solo_ext.knn_eval import run_knn
+
+    ckpt = save_tiny_pretrained(tmp_path)
+    args_path = ckpt.parent / "args.json"
+    args = json.loads(args_path.read_text())
+    args["method_kwargs"]["online_features"] = "mean"
+    args["knn_eval"].update(k=5, T=0.2, distance_func="euclidean")
+    args_path.write_text(json.dumps(args))
+    rows, _ = run_knn(pretrained_checkpoint_dir=str(ckpt.parent), data_fraction=0.3, num_workers=0)
+    assert [(r["feature_type"], r["k"], r["T"], r["distance"], r["bank"]) for r in rows] == [
+        ("mean", 5, 0.2, "euclidean", "clean")
+    ]
+    rows, _ = run_knn(checkpoint=str(ckpt), data_fraction=0.3, num_workers=0, feature_type=["cls"], k=[3])
+    assert [(r["feature_type"], r["k"]) for r in rows] == [("cls", 3)]

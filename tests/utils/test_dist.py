@@ -58,7 +58,8 @@ def _batch():
 
 
 class _LocalSliceGather(torch.autograd.Function):
-    """The papers' gather (U-MAE, M-MAE, solo-learn GatherLayer): backward keeps only the local slice."""
+    """The U-MAE and M-MAE code's gather: backward keeps only the local slice (solo-learn's current
+    GatherLayer all-reduces, as ours)."""
 
     @staticmethod
     def forward(ctx, x):
