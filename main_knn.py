@@ -50,7 +50,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def main(argv=None) -> None:
     args = parse_args(argv)
-    from solo_ext.knn_eval import format_table, run_knn
+    from solo_ext.knn_eval import format_table, record_results, run_knn
     from solo_ext.utils.checkpoint_loading import CheckpointError
 
     try:
@@ -60,6 +60,7 @@ def main(argv=None) -> None:
         sys.exit(2)
     print(format_table(rows))
     print(f"written to {path}")
+    print(f"results: {record_results(rows, path)}")
 
 
 if __name__ == "__main__":

@@ -28,6 +28,7 @@ from solo_ext.data import (
     prepare_dataloader,
     prepare_transforms,
 )
+from solo_ext.results import merge_results
 from solo_ext.utils.checkpoint_loading import load_backbone_weights
 from solo_ext.utils.checkpointer import checkpoints_in
 from solo_ext.utils.errors import ConfigError
@@ -254,3 +255,12 @@ def run_knn(
     path = ckpt.with_name(f"{ckpt.stem}-knn-{dataset}.csv")
     write_csv(rows, path)
     return rows, path
+
+
+def record_results(rows: Sequence[dict], csv_path: Path) -> Path:
+    """Add the table to results.json of the checkpoint's folder (section ``offline_knn``, with
+    the best row), atomically; returns that file."""
+    best = max(rows, key=lambda r: r["acc1"])
+    return merge_results(
+        csv_path.parent, "offline_knn", {"rows": list(rows), "best": best, "csv": str(csv_path)}
+    )

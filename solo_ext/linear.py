@@ -21,7 +21,14 @@ from solo_ext.data import (
     prepare_transforms,
 )
 from solo_ext.methods.linear import LinearModel
-from solo_ext.pretrain import CKPT_ENV, RUN_ID_ENV, build_trainer, check_not_multirun_ddp, resolve_run
+from solo_ext.pretrain import (
+    CKPT_ENV,
+    RUN_ID_ENV,
+    build_trainer,
+    check_not_multirun_ddp,
+    finish_run,
+    resolve_run,
+)
 from solo_ext.utils.checkpoint_loading import load_backbone_weights
 from solo_ext.utils.checkpointer import Checkpointer, find_resumable
 
@@ -139,4 +146,6 @@ def run_linear(raw_cfg: DictConfig) -> pl.Trainer:
             f"lr {cfg.optimizer.lr} x {derived.lr_scale:g} = {derived.lr:.3g} -> {run_dir}"
         )
     trainer.fit(model, train_loader, val_loaders, ckpt_path=ckpt_path)
+    if trainer.is_global_zero:
+        finish_run(cfg, run_dir)
     return trainer

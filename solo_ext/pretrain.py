@@ -25,6 +25,7 @@ from solo_ext.data import (
     prepare_transforms,
 )
 from solo_ext.methods import METHODS
+from solo_ext.results import collect_results, format_summary, write_results
 from solo_ext.utils.callbacks import PicturesCallback
 from solo_ext.utils.checkpointer import Checkpointer, find_resumable, new_run_id
 from solo_ext.utils.errors import ConfigError
@@ -213,4 +214,15 @@ def run_pretrain(raw_cfg: DictConfig) -> pl.Trainer:
         # The untrained model's numbers, logged at step 0: the baseline the run is judged against.
         trainer.validate(model, val_loaders, verbose=False)
     trainer.fit(model, train_loader, val_loaders or None, ckpt_path=ckpt_path)
+    if trainer.is_global_zero:
+        spectrum = model.last_singular_values
+        finish_run(cfg, run_dir, {"spectrum": None if spectrum is None else spectrum.tolist()})
     return trainer
+
+
+def finish_run(cfg: DictConfig, run_dir: Path, extra: dict | None = None) -> None:
+    """Print what the run reached and write it to results.json (rank 0, after fit)."""
+    args = OmegaConf.to_container(cfg, resolve=True)
+    results = collect_results(run_dir, args, extra)
+    path = write_results(run_dir, results)
+    print(format_summary(results, path))

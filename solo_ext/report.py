@@ -1,0 +1,402 @@
+"""A report across runs: mean ± 95% confidence interval over seeds, one row per configuration.
+
+    python -m solo_ext.report DIR [DIR ...] [--baseline KEY=VALUE] [--out FOLDER]
+
+DIR is a run folder or any folder above run folders (Hydra multirun, wandb sweeps and runs by
+hand all leave ``<checkpoint.dir>/<method>/<run id>/`` with ``args.json`` and ``results.json``).
+Pretraining runs that differ only by ``seed`` form a group; the config keys that vary between
+groups become the table's first columns. Offline results join their pretraining run: a linear
+run (``main_linear.py``) through its ``pretrained_feature_extractor``, ``main_knn.py`` through
+the ``offline_knn`` section it adds to the run's results.json.
+
+Per metric the table shows the mean over the group's seeds ± the half-width of the 95%
+Student-t confidence interval (n = 1: the value alone). The values are each run's FINAL values
+(the end of training), never the best epoch, which would favour noisy runs. With
+``--baseline KEY=VALUE`` (e.g. ``name=mae-digits``) a second table gives each group's paired
+difference to the baseline group over the seeds both have.
+
+Writes ``report.md``, ``report.csv``, ``curves.png`` (per-epoch mean of each group, band: min to
+max over seeds) and ``spectra.png`` (each group's final singular-value spectrum, normalised,
+mean over seeds) to ``--out`` (default: the first DIR), each atomically.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import math
+import os
+import sys
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+# Keys that say where or how a run was kept, not what it trained: never a grouping key.
+NOT_CONFIG = (
+    "seed",
+    "run_id",
+    "wandb_run_id",
+    "derived",
+    "checkpoint",
+    "auto_resume",
+    "wandb",
+    "resume_from_checkpoint",
+    "enable_progress_bar",
+)
+# (column title, where the value lives in a joined run, decimals shown)
+METRICS = (
+    ("online linear acc1", ("metrics", "val_acc1"), 2),
+    ("online kNN acc1", ("metrics", "val_knn_acc1"), 2),
+    ("offline linear acc1", ("linear", "val_acc1"), 2),
+    ("offline kNN acc1", ("offline_knn", "acc1"), 2),
+    ("effective rank", ("metrics", "val_effective_rank"), 2),
+    ("reconstruction loss", ("metrics", "train_reconstruction_loss"), 4),
+)
+CURVES = (
+    ("val_knn_acc1", "online kNN acc1"),
+    ("val_acc1", "online linear acc1"),
+    ("val_effective_rank", "effective rank"),
+    ("train_reconstruction_loss", "reconstruction loss"),
+)
+
+
+class ReportError(ValueError):
+    """Nothing to report, or a bad argument; printed as one line."""
+
+
+# ----------------------------------------------------------------------------- reading runs
+def find_runs(dirs: Iterable[Path]) -> list[Path]:
+    """Every folder at or below ``dirs`` holding both args.json and results.json."""
+    found = []
+    for root in dirs:
+        if not root.is_dir():
+            raise ReportError(f"{root}: no such folder")
+        candidates = [root] if (root / "args.json").is_file() else []
+        candidates += [p.parent for p in sorted(root.rglob("args.json")) if p.parent != root]
+        found += [p for p in candidates if (p / "results.json").is_file()]
+    return sorted(set(found))
+
+
+def flatten(node: Any, prefix: str = "") -> dict[str, Any]:
+    """Nested mappings as dotted keys; lists as JSON text so that they compare and print."""
+    if isinstance(node, Mapping):
+        out = {}
+        for key, value in node.items():
+            out.update(flatten(value, f"{prefix}{key}."))
+        return out
+    return {prefix[:-1]: json.dumps(node) if isinstance(node, list) else node}
+
+
+def _load(run: Path) -> tuple[dict, dict]:
+    return json.loads((run / "args.json").read_text()), json.loads((run / "results.json").read_text())
+
+
+def load_runs(dirs: Sequence[Path]) -> list[dict]:
+    """Pretraining runs with their offline results joined: a dict per run with ``args``,
+    ``config`` (flattened grouping keys), ``seed``, ``metrics``, ``history``, ``spectrum``,
+    ``linear`` (final metrics of a linear probe of it) and ``offline_knn`` (best row)."""
+    runs, linear = {}, []
+    for folder in find_runs(dirs):
+        args, results = _load(folder)
+        if args.get("method") == "linear":
+            linear.append((args, results))
+            continue
+        config = {k: v for k, v in flatten(args).items() if k.split(".")[0] not in NOT_CONFIG}
+        offline_knn = (results.get("offline_knn") or {}).get("best") or {}
+        runs[folder.resolve()] = {
+            "dir": folder,
+            "args": args,
+            "config": config,
+            "seed": args.get("seed"),
+            "metrics": {k: v["final"] for k, v in (results.get("metrics") or {}).items()},
+            "history": results.get("history") or {},
+            "spectrum": results.get("spectrum"),
+            "linear": {},
+            "offline_knn": {"acc1": offline_knn["acc1"]} if "acc1" in offline_knn else {},
+        }
+    for args, results in linear:
+        source = args.get("pretrained_feature_extractor")
+        run = runs.get(Path(source).resolve().parent) if source else None
+        if run is not None:
+            run["linear"] = {k: v["final"] for k, v in (results.get("metrics") or {}).items()}
+    if not runs:
+        raise ReportError(f"{', '.join(map(str, dirs))}: no pretraining run with args.json and results.json")
+    return list(runs.values())
+
+
+# ----------------------------------------------------------------------------- statistics
+def t_half_width(values: Sequence[float], confidence: float = 0.95) -> float | None:
+    """Half-width of the Student-t confidence interval of the mean; None for n < 2."""
+    n = len(values)
+    if n < 2:
+        return None
+    from scipy.stats import t
+
+    mean = sum(values) / n
+    std = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1))
+    return float(t.ppf((1 + confidence) / 2, n - 1)) * std / math.sqrt(n)
+
+
+def mean_ci(values: Sequence[float]) -> tuple[float, float | None, int]:
+    values = [v for v in values if v is not None and math.isfinite(v)]
+    if not values:
+        return math.nan, None, 0
+    return sum(values) / len(values), t_half_width(values), len(values)
+
+
+def format_mean_ci(mean: float, half: float | None, n: int, decimals: int = 2) -> str:
+    if n == 0:
+        return "-"
+    return f"{mean:.{decimals}f}" if half is None else f"{mean:.{decimals}f} ± {half:.{decimals}f}"
+
+
+def metric_value(run: Mapping, where: tuple[str, str]) -> float | None:
+    return run[where[0]].get(where[1])
+
+
+# ----------------------------------------------------------------------------- grouping
+def group_runs(runs: list[dict]) -> tuple[list[dict], list[str]]:
+    """Groups of runs with the same config (all but the seed), in order of appearance, and the
+    keys whose values differ between groups."""
+    groups: dict[tuple, dict] = {}
+    for run in runs:
+        key = tuple(sorted((k, json.dumps(v)) for k, v in run["config"].items()))
+        groups.setdefault(key, {"config": run["config"], "runs": []})["runs"].append(run)
+    all_keys = sorted({k for g in groups.values() for k in g["config"]})
+    varying = [k for k in all_keys if len({json.dumps(g["config"].get(k)) for g in groups.values()}) > 1]
+    # the name first, then the rest in key order; a key is shown only when the keys before it
+    # do not already tell the groups apart on it (method follows from name, a recipe's fixed
+    # regularizer settings from its name, ...)
+    varying.sort(key=lambda k: (k != "name", k))
+    shown: list[str] = []
+    for key in varying:
+        seen: dict[str, str] = {}
+        for group in groups.values():
+            known = json.dumps([group["config"].get(k) for k in shown])
+            value = json.dumps(group["config"].get(key))
+            if seen.setdefault(known, value) != value:
+                shown.append(key)
+                break
+    varying = shown
+    ordered = sorted(groups.values(), key=lambda g: [str(g["config"].get(k)) for k in varying])
+    for group in ordered:
+        group["runs"].sort(key=lambda r: (r["seed"] is None, r["seed"]))
+    return ordered, varying
+
+
+def short_key(key: str) -> str:
+    return key.removeprefix("method_kwargs.").removeprefix("regularizers.")
+
+
+def parse_baseline(text: str | None) -> tuple[str, str] | None:
+    if text is None:
+        return None
+    if "=" not in text:
+        raise ReportError(f"--baseline={text!r}: must be KEY=VALUE, e.g. name=mae-digits")
+    key, value = text.split("=", 1)
+    return key, value
+
+
+def matches(config: Mapping, key: str, value: str) -> bool:
+    have = config.get(key)
+    return have is not None and (str(have) == value or json.dumps(have) == value)
+
+
+# ----------------------------------------------------------------------------- tables
+def build_tables(groups: list[dict], varying: list[str], baseline: tuple[str, str] | None):
+    """(main rows, header) and (paired rows, header) as lists of cell lists."""
+    header = [short_key(k) for k in varying] + ["n", "seeds"] + [title for title, _, _ in METRICS]
+    rows, raw = [], []
+    for group in groups:
+        cells = [_cell(group["config"].get(k)) for k in varying]
+        seeds = [r["seed"] for r in group["runs"]]
+        cells += [str(len(group["runs"])), ",".join(map(str, seeds))]
+        stats = []
+        for _, where, decimals in METRICS:
+            mean, half, n = mean_ci([metric_value(r, where) for r in group["runs"]])
+            cells.append(format_mean_ci(mean, half, n, decimals))
+            stats.append((mean, half, n))
+        rows.append(cells)
+        raw.append(stats)
+    paired = None
+    if baseline is not None:
+        key, value = baseline
+        base = [g for g in groups if matches(g["config"], key, value)]
+        if len(base) != 1:
+            raise ReportError(
+                f"--baseline={key}={value}: matches {len(base)} groups; it must name exactly one "
+                f"(varying keys: {', '.join(varying) or 'none'})"
+            )
+        base_runs = {r["seed"]: r for r in base[0]["runs"]}
+        paired_header = [short_key(k) for k in varying] + ["pairs"] + [f"Δ {t}" for t, _, _ in METRICS]
+        paired_rows = []
+        for group in groups:
+            if group is base[0]:
+                continue
+            pairs = [(r, base_runs[r["seed"]]) for r in group["runs"] if r["seed"] in base_runs]
+            cells = [_cell(group["config"].get(k)) for k in varying] + [str(len(pairs))]
+            for _, where, decimals in METRICS:
+                diffs = [
+                    metric_value(a, where) - metric_value(b, where)
+                    for a, b in pairs
+                    if metric_value(a, where) is not None and metric_value(b, where) is not None
+                ]
+                cells.append(format_mean_ci(*mean_ci(diffs), decimals))
+            paired_rows.append(cells)
+        paired = (paired_header, paired_rows)
+    return (header, rows, raw), paired
+
+
+def _cell(value: Any) -> str:
+    return "-" if value is None else str(value)
+
+
+def markdown(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------- pictures
+def _group_label(group: Mapping, varying: Sequence[str]) -> str:
+    return ", ".join(f"{short_key(k)}={_cell(group['config'].get(k))}" for k in varying) or "all runs"
+
+
+def plot_curves(groups: list[dict], varying: list[str], path: Path) -> None:
+    """Per-epoch mean of each group, with a band from the minimum to the maximum over seeds."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(CURVES), figsize=(5 * len(CURVES), 4.2))
+    for ax, (metric, title) in zip(axes, CURVES):
+        for group in groups:
+            by_epoch: dict[float, list[float]] = {}
+            for run in group["runs"]:
+                for x, v in run["history"].get(metric, []):
+                    by_epoch.setdefault(x, []).append(v)
+            if not by_epoch:
+                continue
+            xs = sorted(by_epoch)
+            mean = [sum(by_epoch[x]) / len(by_epoch[x]) for x in xs]
+            line = ax.plot(xs, mean, label=_group_label(group, varying))[0]
+            ax.fill_between(
+                xs,
+                [min(by_epoch[x]) for x in xs],
+                [max(by_epoch[x]) for x in xs],
+                alpha=0.2,
+                color=line.get_color(),
+            )
+        ax.set_title(title)
+        ax.set_xlabel("epochs completed")
+        ax.grid(alpha=0.3)
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=min(3, max(1, len(labels))), fontsize=8)
+    fig.tight_layout(rect=(0, 0.06 + 0.03 * math.ceil(len(labels) / 3), 1, 1))
+    _save_figure(fig, path)
+    plt.close(fig)
+
+
+def plot_spectra(groups: list[dict], varying: list[str], path: Path) -> None:
+    """Each group's final singular values normalised to sum 1, mean over seeds, log scale."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for group in groups:
+        spectra = [r["spectrum"] for r in group["runs"] if r["spectrum"]]
+        if not spectra:
+            continue
+        size = min(len(s) for s in spectra)
+        normalised = [[v / sum(s[:size]) for v in s[:size]] for s in spectra]
+        mean = [sum(col) / len(col) for col in zip(*normalised)]
+        ax.semilogy(range(1, size + 1), [max(v, 1e-12) for v in mean], label=_group_label(group, varying))
+    ax.set_xlabel("singular value index")
+    ax.set_ylabel("normalised singular value (mean over seeds)")
+    ax.set_title("final feature spectra (val features)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    _save_figure(fig, path)
+    plt.close(fig)
+
+
+def _save_figure(fig, path: Path) -> None:
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=110)
+    _write_atomic(path, buffer.getvalue())
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
+# ----------------------------------------------------------------------------- entry
+def make_report(dirs: Sequence[Path], out: Path | None = None, baseline: str | None = None) -> str:
+    """Build the report; write its four files to ``out`` (default ``dirs[0]``); return the
+    markdown."""
+    dirs = [Path(d) for d in dirs]
+    out = Path(out) if out is not None else dirs[0]
+    base = parse_baseline(baseline)
+    runs = load_runs(dirs)
+    groups, varying = group_runs(runs)
+    (header, rows, raw), paired = build_tables(groups, varying, base)
+    text = [
+        f"{len(runs)} runs in {len(groups)} groups; mean ± 95% CI half-width (Student t) over seeds of "
+        "each run's final values",
+        "",
+        markdown(header, rows),
+    ]
+    if paired is not None:
+        text += ["", f"Paired difference to {base[0]}={base[1]} over shared seeds:", "", markdown(*paired)]
+    report = "\n".join(text) + "\n"
+    out.mkdir(parents=True, exist_ok=True)
+    _write_atomic(out / "report.md", report.encode())
+    _write_atomic(out / "report.csv", _csv(groups, varying, raw).encode())
+    plot_curves(groups, varying, out / "curves.png")
+    plot_spectra(groups, varying, out / "spectra.png")
+    return report
+
+
+def _csv(groups: list[dict], varying: list[str], raw: list) -> str:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    columns = []
+    for title, _, _ in METRICS:
+        columns += [f"{title} mean", f"{title} ci95", f"{title} n"]
+    writer.writerow([*varying, "n", "seeds", *columns])
+    for group, stats in zip(groups, raw):
+        cells = [_cell(group["config"].get(k)) for k in varying]
+        cells += [len(group["runs"]), " ".join(str(r["seed"]) for r in group["runs"])]
+        for mean, half, n in stats:
+            cells += ["" if n == 0 else f"{mean:.6g}", "" if half is None else f"{half:.6g}", n]
+        writer.writerow(cells)
+    return buffer.getvalue()
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m solo_ext.report", description=__doc__.split("\n\n")[0])
+    parser.add_argument("dirs", nargs="+", type=Path, help="run folders or folders above them")
+    parser.add_argument("--baseline", help="KEY=VALUE naming the baseline group, e.g. name=mae-digits")
+    parser.add_argument(
+        "--out", type=Path, help="where report.md/csv and the PNGs go (default: the first DIR)"
+    )
+    args = parser.parse_args(argv)
+    try:
+        report = make_report(args.dirs, args.out, args.baseline)
+    except ReportError as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)
+    print(report)
+    print(f"written to {args.out or args.dirs[0]}: report.md, report.csv, curves.png, spectra.png")
+
+
+if __name__ == "__main__":
+    main()
