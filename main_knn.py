@@ -11,9 +11,9 @@ the checkpoint.
 
 import argparse
 import json
-import os
 import sys
 
+from solo_ext.args.pretrain import DEFAULT_WORKERS
 from solo_ext.utils.errors import ConfigError, DataError
 
 
@@ -37,9 +37,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--data_format", default="image_folder")
     parser.add_argument("--data_fraction", type=float, default=-1.0)
     parser.add_argument("--batch_size", type=int, default=256)
-    parser.add_argument(
-        "--num_workers", type=int, default=min(4, len(os.sched_getaffinity(0))), help="default: min(4, CPUs)"
-    )
+    parser.add_argument("--num_workers", type=int, default=DEFAULT_WORKERS, help="default: min(4, CPUs)")
     run_default = "default: the run's own (its args.json)"
     parser.add_argument("--k", type=int, nargs="+", help=run_default)
     parser.add_argument("--temperature", type=float, nargs="+", help=run_default)

@@ -19,6 +19,7 @@ from torch.utils.data import DataLoader
 
 from solo_ext.args.checks import check_number
 from solo_ext.args.linear import saved_run_args
+from solo_ext.args.pretrain import DEFAULT_WORKERS
 from solo_ext.backbones import MaskedViT, build_backbone
 from solo_ext.data import (
     check_data_format,
@@ -180,7 +181,7 @@ def run_knn(
     data_format: str = "image_folder",
     data_fraction: float = -1.0,
     batch_size: int = 256,
-    num_workers: int = 4,
+    num_workers: int = DEFAULT_WORKERS,
     k: Sequence[int] | None = None,
     temperature: Sequence[float] | None = None,
     distance_function: Sequence[str] | None = None,

@@ -29,6 +29,7 @@ from solo_ext.results import collect_results, format_summary, write_results
 from solo_ext.utils.callbacks import PicturesCallback
 from solo_ext.utils.checkpointer import Checkpointer, find_resumable, new_run_id
 from solo_ext.utils.errors import ConfigError
+from solo_ext.utils.quiet import quiet_libraries
 
 # Lightning's launcher re-runs this script in each child process; rank 0 hands them the run id and
 # the checkpoint to resume so that every process agrees (never re-derived per rank).
@@ -105,6 +106,7 @@ def resolve_run(cfg: DictConfig) -> tuple[str, str | None]:
 
 
 def build_trainer(cfg: DictConfig, run_dir: Path, run_id: str, callbacks: list) -> pl.Trainer:
+    quiet_libraries()
     loggers = [CSVLogger(save_dir=str(run_dir), name="csv")]
     if cfg.wandb.enabled:
         wandb_logger = WandbLogger(
@@ -116,6 +118,9 @@ def build_trainer(cfg: DictConfig, run_dir: Path, run_id: str, callbacks: list) 
             resume="allow",
             save_dir=str(run_dir),
         )
+        # Lightning always passes anonymous (None), which wandb >= 0.19 answers with a warning
+        # that the setting has no effect; unset, wandb says nothing.
+        wandb_logger._wandb_init.pop("anonymous", None)
         loggers.append(wandb_logger)
     for logger in loggers:  # the resolved config, derived lr and world size included
         logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))

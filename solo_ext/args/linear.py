@@ -32,8 +32,8 @@ import torch
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from solo_ext.args.checks import check_bool, check_choice, check_keys, check_number
-from solo_ext.args.pretrain import DEFAULTS as PRETRAIN_DEFAULTS
 from solo_ext.args.pretrain import (
+    DEFAULT_WORKERS,
     IGNORED_TOP_LEVEL,
     RUN_DEFAULTS,
     _check_optimizer,
@@ -45,6 +45,7 @@ from solo_ext.args.pretrain import (
     knn_protocol,
     trainer_keys,
 )
+from solo_ext.args.pretrain import DEFAULTS as PRETRAIN_DEFAULTS
 from solo_ext.args.pretrain import SECTION_KEYS as PRETRAIN_SECTION_KEYS
 from solo_ext.backbones.vit import POOL_MODES, MaskedViT
 from solo_ext.utils.checkpoint_loading import CHECKPOINT_SUFFIXES
@@ -75,7 +76,7 @@ DEFAULTS: dict[str, Any] = {
         "train_path": None,
         "val_path": None,
         "format": "image_folder",
-        "num_workers": 4,
+        "num_workers": DEFAULT_WORKERS,
         "fraction": -1.0,
     },
     "optimizer": {"weight_decay": 0.0, "kwargs": {}, "layer_decay": 0.0, "exclude_bias_n_norm_wd": False},

@@ -18,6 +18,15 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from solo_ext.args.checks import check_bool, check_choice, check_keys, check_number
 from solo_ext.utils.errors import ConfigError
 
+
+def available_cpus() -> int:
+    """CPUs this process may run on (the affinity mask where the OS has one)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+# data loader workers when a recipe sets none: solo-learn's 4, never more than the CPUs
+DEFAULT_WORKERS = min(4, available_cpus())
+
 # solo-learn's schema, with its defaults (reference: solo/args/pretrain.py and the methods'
 # add_and_assert_specific_cfg), gathered here instead of scattered over the classes.
 # The run and Trainer keys every entry point shares.
@@ -39,7 +48,7 @@ DEFAULTS: dict[str, Any] = {
         "train_path": None,
         "val_path": None,
         "format": "image_folder",
-        "num_workers": 4,
+        "num_workers": DEFAULT_WORKERS,
         "fraction": -1.0,
         "no_labels": False,
     },
@@ -382,9 +391,10 @@ def _check_backbone(out: dict) -> torch.nn.Module:
 
 
 def _derive_lr(out: dict) -> None:
-    """Scale every lr by batch_size x world_size x accumulate_grad_batches / 256 (solo-learn's rule,
-    with nodes and accumulation included); the user's values stay as written, the effective ones go
-    to ``derived`` and are logged."""
+    """Scale every lr (min_lr and warmup_start_lr included) by batch_size x world_size x
+    accumulate_grad_batches / 256. solo-learn scales only lr and classifier_lr by the batch and
+    multiplies all four by accumulate_grad_batches (README, Recipes). The user's values stay as
+    written, the effective ones go to ``derived`` and are logged."""
     opt, sched, derived = out["optimizer"], out["scheduler"], out["derived"]
     global_batch = opt["batch_size"] * derived["world_size"] * out["accumulate_grad_batches"]
     scale = global_batch / 256

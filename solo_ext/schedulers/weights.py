@@ -8,8 +8,9 @@ give the same weights after a resume.
 
 The names and parameters are those of the MAGMA code (``reg_scheduler``) with its bugs fixed: the
 ``step`` schedule no longer mutates itself or pops from the config list, its 5-epoch warm-up is a
-parameter, and the ``interval`` schedule needs no max_epochs table (whose off-by-one raised
-IndexError for an interval ending at max_epochs). ``linear`` and ``cosine`` ramps are added.
+parameter, and the ``interval`` schedule needs no max_epochs table (MAGMA's table fails to build
+for an interval ending after max_epochs, and its guard ``epoch > max_epochs``, meant as ``>=``,
+lets epoch == max_epochs index past it). ``linear`` and ``cosine`` ramps are added.
 
 Invalid parameters raise :class:`~solo_ext.utils.errors.ConfigError` with one line
 ``<param>=<value!r>: <what is allowed>``; :func:`build_weight_schedule` prefixes the config key.

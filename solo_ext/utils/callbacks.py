@@ -10,7 +10,10 @@ from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.loggers import WandbLogger
 
 from solo_ext.utils.diagnostics import plot_spectrum
-from solo_ext.utils.reconstruction import reconstruction_grid, save_grid_png
+from solo_ext.utils.reconstruction import reconstruction_grid, save_grid_png, upscale_nearest
+
+# small images (digits, CIFAR: 32 px) are repeated up to at least this many pixels per cell
+RECONSTRUCTION_MIN_CELL = 128
 
 
 class PicturesCallback(Callback):
@@ -76,5 +79,10 @@ class PicturesCallback(Callback):
         caption = f"epoch {epoch}: original | masked | reconstruction" + (
             " (norm_pix: de-normalised with each target patch's mean/std)" if pl_module.norm_pix_loss else ""
         )
-        path = save_grid_png(grid, self.run_dir / "reconstructions" / f"ep={epoch}.png", caption=caption)
+        path = save_grid_png(
+            upscale_nearest(grid, RECONSTRUCTION_MIN_CELL, imgs.shape[-1]),
+            self.run_dir / "reconstructions" / f"ep={epoch}.png",
+            caption=caption,
+            column_labels=("original", "masked", "reconstruction"),
+        )
         self._log_image(trainer, "val_reconstructions", path, caption)

@@ -101,8 +101,21 @@ def reconstruction_grid(
     return grid
 
 
-def save_grid_png(grid: np.ndarray, path: str | Path, caption: str | None = None) -> Path:
-    """Write an (H, W, 3) uint8 picture as a PNG, atomically, with an optional caption strip above.
+def upscale_nearest(grid: np.ndarray, min_cell: int, cell: int) -> np.ndarray:
+    """Repeat every pixel so that a ``cell``-pixel image becomes at least ``min_cell`` pixels
+    (an integer factor, nearest neighbour: a 32-pixel image stays sharp and readable)."""
+    factor = max(1, -(-min_cell // cell))
+    return grid.repeat(factor, axis=0).repeat(factor, axis=1)
+
+
+def save_grid_png(
+    grid: np.ndarray,
+    path: str | Path,
+    caption: str | None = None,
+    column_labels: Sequence[str] = (),
+) -> Path:
+    """Write an (H, W, 3) uint8 picture as a PNG, atomically, with an optional caption strip
+    above and, with ``column_labels``, one label centred over each equal-width column.
 
     The grid's pixels are written unchanged (no resampling); the caption is wrapped to its width.
 
@@ -112,6 +125,18 @@ def save_grid_png(grid: np.ndarray, path: str | Path, caption: str | None = None
     if grid.dtype != np.uint8 or grid.ndim != 3 or grid.shape[2] != 3:
         raise ValueError(f"grid must be an (H, W, 3) uint8 array, got {grid.dtype} {grid.shape}")
     image = Image.fromarray(grid)
+    if column_labels:
+        font = ImageFont.load_default()
+        height = font.getbbox("Mg")[3] + 6
+        labelled = Image.new("RGB", (grid.shape[1], grid.shape[0] + height), "white")
+        draw = ImageDraw.Draw(labelled)
+        column = grid.shape[1] / len(column_labels)
+        for i, label in enumerate(column_labels):
+            x = i * column + max((column - draw.textlength(label, font=font)) / 2, 0)
+            draw.text((x, 3), label, fill="black", font=font)
+        labelled.paste(image, (0, height))
+        image = labelled
+        grid = np.asarray(image)
     if caption:
         font = ImageFont.load_default()
         measure = ImageDraw.Draw(image)

@@ -2,6 +2,7 @@
 checkpoints and auto-resume."""
 
 import csv
+import json
 import math
 
 import pytest
@@ -169,6 +170,12 @@ def test_fit_writes_checkpoint_args_and_metrics_then_resumes(tmp_path, monkeypat
     assert any(r.get("val_knn_acc1") for r in rows) and any(r.get("val_acc1") for r in rows)
     assert any(r.get("val_effective_rank") for r in rows)
     assert (run_dir / "reconstructions" / "ep=1.png").exists()
+    results = json.loads((run_dir / "results.json").read_text())
+    knn = results["metrics"]["val_knn_acc1"]
+    assert knn["final"] == results["history"]["val_knn_acc1"][-1][1] and knn["best"] >= knn["final"]
+    assert knn["protocol"].startswith("weighted kNN on cls features, k 20, euclidean; bank: training batches")
+    assert results["checkpoint"] == str(ckpts[-1]) and len(results["spectrum"]) == 32
+    assert "train_uniformity_loss" in results["metrics"]
     steps_done = trainer.global_step
 
     # the same config with more epochs is a different run; the same config resumes

@@ -2,6 +2,7 @@
 it with exit code 2 and one message before anything is written."""
 
 import csv
+import json
 import os
 import subprocess
 import sys
@@ -43,6 +44,10 @@ def test_finetune_recipe_runs_and_logs_val_acc1(tmp_path):
     assert len(list(run.glob("mae-digits-finetune-*-ep=0.ckpt"))) == 1
     rows = [row for path in run.glob("csv/version_*/metrics.csv") for row in csv.DictReader(open(path))]
     assert any(row.get("val_acc1") for row in rows) and any(row.get("val_effective_rank") for row in rows)
+    results = json.loads((run / "results.json").read_text())
+    acc = results["metrics"]["val_acc1"]
+    assert acc["protocol"] == "finetune on mean features, BatchNorm (no affine) + linear head"
+    assert f"results: {run / 'results.json'}" in result.stdout
 
 
 def test_checkpoint_with_missing_keys_stops_with_the_keys_and_writes_nothing(tmp_path):

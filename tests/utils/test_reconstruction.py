@@ -125,3 +125,20 @@ def test_long_caption_on_narrow_grid_is_not_cut_into_fragments(tmp_path):
     # wrapped at >= 40 characters: three lines at most, on a canvas wider than the grid
     assert image.shape[1] > grid.shape[1] and strip < 60
     assert np.array_equal(image[strip:, : grid.shape[1]], grid)
+
+
+def test_small_images_are_upscaled_nearest_with_labelled_columns(tmp_path):
+    from solo_ext.utils.reconstruction import upscale_nearest
+
+    imgs = normalised_images(2)  # 32-pixel images: x4 to reach 128
+    grid = reconstruction_grid(imgs, patchify(imgs, PATCH), random_mask(2), PATCH, MEAN, STD, False, PAD)
+    big = upscale_nearest(grid, 128, imgs.shape[-1])
+    assert big.shape[0] == grid.shape[0] * 4 and np.array_equal(big[::4, ::4], grid)
+    labels = ("original", "masked", "reconstruction")
+    image = np.asarray(
+        Image.open(save_grid_png(big, tmp_path / "l.png", column_labels=labels)).convert("RGB")
+    )
+    strip = image.shape[0] - big.shape[0]
+    assert 8 < strip < 30 and np.array_equal(image[strip:], big)
+    thirds = np.array_split(image[:strip], 3, axis=1)
+    assert all((third < 128).any() for third in thirds)  # a label over every column
