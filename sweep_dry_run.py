@@ -2,6 +2,7 @@
 
 python sweep_dry_run.py scripts/sweeps/uniformity_weight.yaml
 python sweep_dry_run.py my_sweep.yaml --config-path scripts/pretrain/cifar --max 20
+python sweep_dry_run.py scripts/sweeps/paper/cifar100-u-mae.yaml --check-with accelerator=cpu precision=32
 
 Prints each point's command line (as the wandb agent would run it) and OK or the one-line error;
 exits 1 if any point is invalid, 2 if the sweep file itself is.
@@ -24,9 +25,17 @@ def main() -> int:
         "command's --config-path, else main_pretrain.py's own default",
     )
     parser.add_argument("--max", type=int, default=None, help="check at most this many points")
+    parser.add_argument(
+        "--check-with",
+        nargs="*",
+        default=[],
+        metavar="KEY=VALUE",
+        help="overrides added when checking each point, not to the launched command; e.g. "
+        "accelerator=cpu precision=32 to check a GPU sweep on a machine without a GPU",
+    )
     args = parser.parse_args()
     try:
-        failed = dry_run(args.sweep, config_path=args.config_path, max_points=args.max)
+        failed = dry_run(args.sweep, config_path=args.config_path, max_points=args.max, extra=args.check_with)
     except (ConfigError, OSError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

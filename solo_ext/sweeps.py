@@ -175,10 +175,13 @@ def dry_run(
     config_path: str | None = None,
     max_points: int | None = None,
     echo: Callable[[str], None] = print,
+    extra: list[str] | None = None,
 ) -> int:
     """Print every point's command line and ``OK`` or its error; return how many points failed.
 
-    ``config_path`` overrides the command's ``--config-path``; ``max_points`` stops after that many.
+    ``config_path`` overrides the command's ``--config-path``; ``max_points`` stops after that many;
+    ``extra`` overrides are added to every point when checking it (not to the printed command),
+    e.g. ``accelerator=cpu`` to check a GPU sweep on a machine without one.
     """
     sweep = load_sweep(sweep_file)
     command_path, config_name, fixed = fixed_arguments(sweep)
@@ -198,7 +201,7 @@ def dry_run(
         overrides = fixed + swept
         echo(shlex.join(head + overrides))
         try:
-            check_point(config_dir, config_name, overrides)
+            check_point(config_dir, config_name, overrides + list(extra or []))
         except (ConfigError, DataError) as err:
             failed += 1
             echo(f"  FAILED: {err}")

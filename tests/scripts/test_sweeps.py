@@ -207,3 +207,22 @@ def test_multirun_with_auto_resume_keeps_trials_apart(tmp_path):
     proc = run_main(tmp_path, args, timeout=400)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert len(list((tmp_path / "tm" / "mae").glob("*/args.json"))) == 2
+
+
+PAPER_SWEEPS = sorted((REPO / "scripts" / "sweeps" / "paper").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("sweep_file", PAPER_SWEEPS, ids=lambda p: p.name)
+def test_paper_scale_sweeps_pass_the_dry_run_on_a_cpu(sweep_file):
+    # the GPU recipes checked here with accelerator=cpu added to each point (not to the command)
+    lines = []
+    assert dry_run(sweep_file, echo=lines.append, extra=["accelerator=cpu", "precision=32"]) == 0, lines
+    assert lines.count("  OK") == 3  # three seeds
+    assert "accelerator=cpu" not in lines[0]
+
+
+def test_paper_sweeps_cover_the_magma_table_on_both_datasets():
+    names = {p.stem for p in PAPER_SWEEPS}
+    for dataset in ("cifar100", "imagenet100"):
+        for recipe in ("mae", "magma-mae", "u-mae", "mae-reg-uniformity", "tcr-mae"):
+            assert f"{dataset}-{recipe}" in names
