@@ -17,26 +17,28 @@ from solo_ext.losses import full_precision
 
 
 def _logdet_identity_plus(gram: Tensor, scale: float) -> Tensor:
-    """logdet(I + scale·gram) for a PSD (n, n) gram and scale > 0, through a Cholesky factor."""
+    """logdet(I + scale·gram) for a PSD (n, n) gram and scale > 0, through a Cholesky factor.
+
+    Decided on the device, without reading anything on the host: I + scale·G is positive definite
+    in exact arithmetic, but rounding in the Gram matmul leaves G with eigenvalues down to about
+    -n·eps·max(diag G). With an extreme scale (float32, near-collapsed features, mu of order 1e8)
+    that outweighs the identity; a jitter of the size of that rounding restores positive
+    definiteness, and is added only when a first, gradient-free factorisation fails. The loss is
+    then only as accurate as float32 allows (pass float64 features for exact values). If even the
+    jittered matrix fails (inf or NaN features), the result is NaN, which the training step's
+    non-finite guard reports by name.
+    """
     n = gram.shape[0]
     eye = torch.eye(n, dtype=gram.dtype, device=gram.device)
     # The matmul is symmetric only up to rounding; Cholesky reads one triangle, so make both agree.
     matrix = eye + scale * (gram + gram.T) / 2
-    factor, info = torch.linalg.cholesky_ex(matrix)
-    if info.item() != 0:
-        # I + scale·G is positive definite in exact arithmetic, but rounding in the Gram matmul
-        # leaves G with eigenvalues down to about -n·eps·max(diag G). With an extreme scale (for
-        # float32 and near-collapsed features, mu of order 1e8) that outweighs the identity. A
-        # jitter of the size of that rounding restores positive definiteness; the loss is then
-        # only as accurate as float32 allows, so pass float64 features for exact values.
+    with torch.no_grad():
+        _, info = torch.linalg.cholesky_ex(matrix)
         jitter = n * torch.finfo(gram.dtype).eps * matrix.diagonal().max()
-        factor, info = torch.linalg.cholesky_ex(matrix + jitter * eye)
-        if info.item() != 0:
-            raise FloatingPointError(
-                "tcr_loss: I + (mu/d)·G is not positive definite even after a jitter; "
-                "the features probably contain inf or NaN"
-            )
-    return 2 * factor.diagonal().log().sum()
+        jitter = torch.where(info == 0, torch.zeros_like(jitter), jitter)
+    factor, info = torch.linalg.cholesky_ex(matrix + jitter * eye)
+    logdet = 2 * factor.diagonal().log().sum()
+    return torch.where(info == 0, logdet, torch.full_like(logdet, float("nan")))
 
 
 @full_precision

@@ -20,8 +20,8 @@ from torchmetrics import MeanMetric
 
 from solo_ext.backbones import build_backbone
 from solo_ext.utils.diagnostics import effective_rank, singular_values
-from solo_ext.utils.errors import NonFiniteLossError
 from solo_ext.utils.knn import WeightedKNNClassifier
+from solo_ext.utils.nonfinite import NonFiniteGuard
 from solo_ext.utils.optim import build_optimizer, build_param_groups, lightning_lr_schedule
 
 # Validation dataloader indices: 0 is the labelled val set, 1 (when kNN is on) the training set
@@ -82,6 +82,7 @@ class BaseMethod(pl.LightningModule):
                 distance_fx=cfg.knn_eval.distance_func,
                 num_classes=self.num_classes,
             )
+        self.guard = NonFiniteGuard()
         self.val_loss_metric = MeanMetric()
         self.val_acc1_metric = MeanMetric()
         self.val_acc5_metric = MeanMetric()
@@ -138,21 +139,26 @@ class BaseMethod(pl.LightningModule):
             )
         self.log_dict(logs, on_step=True, on_epoch=True, batch_size=targets.size(0))
         total = loss + class_loss
-        self.check_finite(total, logs)
+        self.guard.observe(total, logs)
         return total
 
-    def check_finite(self, total: torch.Tensor, components: dict) -> None:
-        """Stop before a non-finite loss reaches the weights, naming the culprit. One scalar read
-        per step (the progress bar reads the loss anyway); nothing is saved after it, so the last
-        checkpoint stays the last good one."""
-        if torch.isfinite(total.detach()).item():
-            return
-        bad = [k for k, v in components.items() if torch.is_tensor(v) and not torch.isfinite(v).all()]
-        raise NonFiniteLossError(
-            f"non-finite loss at global step {self.global_step} (epoch {self.current_epoch}) in "
-            f"{', '.join(bad) or 'the total'}; stopped before the optimizer step, the last checkpoint is "
-            "untouched (lower the lr or a regularizer weight, or use precision=32, and resume)"
-        )
+    # ----------------------------------------------------------------- non-finite guard
+    def on_before_optimizer_step(self, optimizer) -> None:
+        # after backward, before the update: a non-finite loss or gradient never reaches the
+        # weights (fused Adam/AdamW skip the update on the device, others step on zero gradients)
+        self.guard.protect(optimizer, self.global_step)
+
+    def on_train_batch_end(self, outputs, batch, batch_idx) -> None:
+        # the host reads the guard's flag only where Lightning reads the logged values anyway
+        if (self.global_step % self.trainer.log_every_n_steps) == 0:
+            self.guard.raise_if_tripped(self.current_epoch)
+
+    def on_train_epoch_end(self) -> None:
+        self.guard.raise_if_tripped(self.current_epoch)
+
+    def on_save_checkpoint(self, checkpoint) -> None:
+        # no checkpoint is written after a skipped update: the last one stays the last good one
+        self.guard.raise_if_tripped(self.current_epoch)
 
     def seed_epoch(self) -> None:
         """Every random draw of an epoch (masks, crops, shuffling, drop-path) follows from (seed,

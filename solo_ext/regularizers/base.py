@@ -39,6 +39,21 @@ def feature_of(out: Mapping, features: str | int, block_positions: Mapping[int, 
     return out["blocks"][block_positions[features]][:, 1:].mean(dim=1)
 
 
+def regularized_features(
+    out: dict, features: str | int, block_positions: Mapping[int, int], gathered: bool
+) -> torch.Tensor:
+    """The features a regularizer reads, gathered over processes when asked. Each feature is
+    gathered once per crop (kept in ``out["gathered"]``), however many regularizers read it:
+    uniformity and TCR on the cls token cost one all-gather, not two."""
+    z = feature_of(out, features, block_positions)
+    if not gathered:
+        return z
+    cache = out.setdefault("gathered", {})
+    if features not in cache:
+        cache[features] = gather(z)
+    return cache[features]
+
+
 class Regularizer:
     """Subclasses set ``name``, ``params`` (their own keys with defaults), ``default_features``,
     ``default_gather`` and implement ``loss``."""
@@ -99,9 +114,8 @@ class Regularizer:
         """Block indices whose outputs this regularizer reads."""
         return {self.features} if isinstance(self.features, int) else set()
 
-    def features_of(self, out: Mapping, block_positions: Mapping[int, int]) -> torch.Tensor:
-        z = feature_of(out, self.features, block_positions)
-        return gather(z) if self.gather else z
+    def features_of(self, out: dict, block_positions: Mapping[int, int]) -> torch.Tensor:
+        return regularized_features(out, self.features, block_positions, self.gather)
 
     def __call__(self, out: Mapping, block_positions: Mapping[int, int]) -> tuple[torch.Tensor, dict]:
         """(raw loss, extra values to log) for one large crop."""

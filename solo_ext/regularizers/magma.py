@@ -10,8 +10,7 @@ import torch
 
 from solo_ext.args.checks import check_bool, check_number
 from solo_ext.losses.magma import magma_loss
-from solo_ext.regularizers.base import Regularizer, feature_of, normalise_block
-from solo_ext.utils.dist import gather
+from solo_ext.regularizers.base import Regularizer, normalise_block, regularized_features
 from solo_ext.utils.errors import ConfigError
 
 
@@ -48,8 +47,7 @@ class Magma(Regularizer):
         return set(self.spec["layers"]) | {self.spec["target_layer"]}
 
     def _block_features(self, out, index, block_positions):
-        z = feature_of(out, index, block_positions)
-        return gather(z) if self.gather else z
+        return regularized_features(out, index, block_positions, self.gather)
 
     def __call__(self, out, block_positions):
         spec = self.spec

@@ -53,7 +53,9 @@ def build_optimizer(name: str, param_groups: list[dict], lr: float, weight_decay
     cls = OPTIMIZERS[name]
     kwargs = dict(kwargs)
     if name in ("adam", "adamw") and "foreach" not in kwargs and "fused" not in kwargs:
-        kwargs["foreach"] = True  # one kernel over all tensors instead of a Python loop
+        # one kernel over all tensors (CUDA and CPU), which also skips a step on the device when
+        # the non-finite guard sets found_inf (solo_ext/utils/nonfinite.py)
+        kwargs["fused"] = True
     return cls(param_groups, lr=lr, weight_decay=weight_decay, **kwargs)
 
 

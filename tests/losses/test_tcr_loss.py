@@ -80,11 +80,18 @@ def test_extreme_mu_falls_back_to_a_jitter():
     assert loss.item() < 0
 
 
-def test_non_finite_features_raise():
+def test_non_finite_features_give_nan_without_a_host_read(monkeypatch):
+    # the training step's non-finite guard names the component; the loss itself never reads
+    # a value on the host (which would stall a GPU every step)
     z = torch.randn(4, 8)
     z[1, 2] = float("nan")
-    with pytest.raises(FloatingPointError, match="inf or NaN"):
-        tcr_loss(z)
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("host read in tcr_loss")
+
+    monkeypatch.setattr(torch.Tensor, "item", refuse)
+    monkeypatch.setattr(torch.Tensor, "__bool__", refuse)
+    assert torch.isnan(tcr_loss(z)).tolist()
 
 
 def test_rejects_non_positive_mu():

@@ -220,3 +220,16 @@ def test_knn_bank_protocols(tmp_path, monkeypatch, bank, loaders):
     run_dir = next((tmp_path / "trained_models" / "mae").iterdir())
     knn = [float(r["val_knn_acc1"]) for r in _metrics(run_dir) if r.get("val_knn_acc1")]
     assert knn and 0 <= knn[-1] <= 100
+
+
+def test_regularizers_reading_the_same_features_share_one_gather(tmp_path, monkeypatch):
+    import solo_ext.regularizers.base as base
+
+    calls = []
+    monkeypatch.setattr(base, "gather", lambda z: calls.append(z.shape) or z)
+    model, batch = _model_and_batch(tmp_path, ALL_REGULARIZERS)
+    model._weights = {"uniformity": 0.1, "tcr": 0.1, "magma": 0.5}
+    model.log_dict = lambda *a, **k: None
+    model.training_step(batch, 0)
+    # uniformity and TCR read the cls token (one gather); MAGMA gathers its two blocks
+    assert len(calls) == 3

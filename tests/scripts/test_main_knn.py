@@ -36,7 +36,7 @@ def test_prints_one_row_per_combination_and_writes_the_csv(pretrained):
     assert result.returncode == 0, result.stderr[-3000:]
     lines = result.stdout.strip().splitlines()
     assert lines[0].split() == ["feature_type", "distance", "k", "T", "bank", "acc1", "acc5"]
-    table = [line.split() for line in lines[1:-1]]
+    table = [line.split() for line in lines[1:-2]]
     assert len(table) == 2 * 2 * 2 * 2
     assert {tuple(row[:4]) for row in table} == {
         (f, d, k, t)
@@ -46,7 +46,10 @@ def test_prints_one_row_per_combination_and_writes_the_csv(pretrained):
         for t in ("0.05", "0.2")
     }
     csv_path = pretrained.with_name(f"{pretrained.stem}-knn-digits.csv")
-    assert lines[-1] == f"written to {csv_path}"
+    assert lines[-2] == f"written to {csv_path}"
+    results = pretrained.parent / "results.json"
+    assert lines[-1] == f"results: {results}"
+    assert len(json.loads(results.read_text())["offline_knn"]["rows"]) == 16
     rows = list(csv.DictReader(open(csv_path)))
     assert [(r["feature_type"], r["distance"], r["k"]) for r in rows] == [tuple(row[:3]) for row in table]
     for row in rows:
