@@ -107,6 +107,10 @@ def resolve_run(cfg: DictConfig) -> tuple[str, str | None]:
 
 def build_trainer(cfg: DictConfig, run_dir: Path, run_id: str, callbacks: list) -> pl.Trainer:
     quiet_libraries()
+    if torch.cuda.is_available():
+        # TF32 tensor cores for float32 matmuls (the parts autocast leaves in float32)
+        torch.set_float32_matmul_precision("high")
+        torch.backends.cudnn.allow_tf32 = True
     loggers = [CSVLogger(save_dir=str(run_dir), name="csv")]
     if cfg.wandb.enabled:
         wandb_logger = WandbLogger(

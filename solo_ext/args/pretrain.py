@@ -79,6 +79,8 @@ DEFAULTS: dict[str, Any] = {
     },
     "reconstructions": {"enabled": True, "frequency": 1, "num_images": 8},
     "performance": {"disable_channel_last": False},
+    # torch.compile the encoder's forward and the decoder (checkpoint keys unchanged)
+    "compile": False,
     **RUN_DEFAULTS,
 }
 
@@ -137,6 +139,7 @@ OWN_TOP_LEVEL = {
     "reconstructions",
     "seed",
     "resume_from_checkpoint",
+    "compile",
     "derived",
 }
 # The Trainer kwargs we set ourselves.
@@ -235,6 +238,7 @@ def parse_cfg(cfg: DictConfig | Mapping) -> DictConfig:
     if not isinstance(out["name"], str) or not out["name"]:
         raise ConfigError(f"name={out['name']!r}: must be a non-empty string")
     check_number("seed", out["seed"], integer=True)
+    check_bool("compile", out["compile"])
 
     from solo_ext.methods import METHODS
 

@@ -83,12 +83,25 @@ class BaseMethod(pl.LightningModule):
                 num_classes=self.num_classes,
             )
         self.guard = NonFiniteGuard()
+        self._compiled = False
         self.val_loss_metric = MeanMetric()
         self.val_acc1_metric = MeanMetric()
         self.val_acc5_metric = MeanMetric()
         self._diag_features: list[torch.Tensor] = []
         self._diag_count = 0
         self.last_singular_values: torch.Tensor | None = None
+
+    def on_fit_start(self) -> None:
+        # here rather than in __init__: subclasses' modules exist, and the model is on its device
+        if self.cfg.get("compile", False) and not self._compiled:
+            self.compile_modules()
+            self._compiled = True
+
+    def compile_modules(self) -> None:
+        """torch.compile what the step runs: the encoder's ``forward_features`` (called directly,
+        so compiled as a method; Module.compile would only cover ``forward``). The compiled
+        function is an attribute, not a submodule, so state-dict keys stay as they are."""
+        self.backbone.forward_features = torch.compile(self.backbone.forward_features)
 
     # ----------------------------------------------------------------- config
     @staticmethod

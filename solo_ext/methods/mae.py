@@ -77,6 +77,10 @@ class MAE(BaseMethod):
             patch_size=self.patch_size,
         )
 
+    def compile_modules(self) -> None:
+        super().compile_modules()
+        self.decoder.compile()  # in place: its parameters keep their names
+
     def training_forward(
         self, x: torch.Tensor, indexes: torch.Tensor | None = None, crop: int = 0, block_indices=()
     ) -> dict[str, Any]:
