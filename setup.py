@@ -23,9 +23,14 @@ setup(
         "matplotlib>=3.7",
         "numpy",
         "pillow",
+        "safetensors>=0.4",
+        "scipy>=1.10",
     ],
     extras_require={
-        "dev": ["pytest>=8", "ruff>=0.6"],
+        # the tests check exports against the real transformers
+        "dev": ["pytest>=8", "ruff>=0.6", "transformers>=4.40"],
+        # Hugging Face ViTMAE export (python -m solo_ext.export --to hf) and import
+        "interop": ["transformers>=4.40"],
         "slurm": ["hydra-submitit-launcher>=1.2"],
     },
 )

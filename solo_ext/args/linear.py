@@ -47,9 +47,9 @@ from solo_ext.args.pretrain import (
 )
 from solo_ext.args.pretrain import DEFAULTS as PRETRAIN_DEFAULTS
 from solo_ext.args.pretrain import SECTION_KEYS as PRETRAIN_SECTION_KEYS
+from solo_ext.backbones.interop import backbone_from_hf_config
 from solo_ext.backbones.vit import POOL_MODES, MaskedViT
-from solo_ext.utils.checkpoint_loading import CHECKPOINT_SUFFIXES
-from solo_ext.utils.checkpointer import checkpoints_in
+from solo_ext.utils.checkpoint_loading import resolve_weights_path
 from solo_ext.utils.errors import ConfigError
 
 MODES = ("linear", "partial", "finetune")
@@ -118,9 +118,10 @@ def saved_run_args(checkpoint: str | os.PathLike, key: str = "pretrained_feature
     Raises:
         ConfigError: the file exists but is not a JSON mapping (the message names ``key``).
     """
-    path = Path(checkpoint).parent / "args.json"
+    folder = Path(checkpoint).parent
+    path = folder / "args.json"
     if not path.is_file():
-        return None
+        return exported_run_args(folder)
     try:
         args = json.loads(path.read_text())
     except (OSError, ValueError) as err:
@@ -128,6 +129,20 @@ def saved_run_args(checkpoint: str | os.PathLike, key: str = "pretrained_feature
     if not isinstance(args, dict):
         raise ConfigError(f"{key}='{checkpoint}': {path} is not a JSON mapping")
     return args
+
+
+def exported_run_args(folder: Path) -> dict | None:
+    """What a folder without args.json says about its model: a solo_ext.export folder's
+    export.json, or a Hugging Face ViTMAE folder's config.json (the backbone only)."""
+    export_json, hf_json = folder / "export.json", folder / "config.json"
+    if export_json.is_file():
+        arch = json.loads(export_json.read_text()).get("architecture") or {}
+        return {"backbone": arch.get("backbone"), "method": "mae"} if arch.get("backbone") else None
+    if hf_json.is_file():
+        config = json.loads(hf_json.read_text())
+        if config.get("model_type") == "vit_mae":
+            return {"backbone": backbone_from_hf_config(config), "method": "mae"}
+    return None
 
 
 def parse_cfg(cfg: DictConfig | Mapping) -> DictConfig:
@@ -219,25 +234,10 @@ def _check_checkpoint(out: dict) -> None:
             "pretrained_feature_extractor=<.ckpt, .pth or .pt file>, or ++allow_random_backbone=True to "
             "evaluate a randomly initialised backbone (a baseline)"
         )
-    if not isinstance(path, str) or not path:
-        raise ConfigError(f"pretrained_feature_extractor={path!r}: must be a checkpoint file path")
-    path = os.path.abspath(os.path.expanduser(path))
-    if os.path.isdir(path):
-        # A run folder: its newest checkpoint. Also spares users Hydra's override grammar, in
-        # which the '=' of '<name>-<run id>-ep=<E>.ckpt' must be quoted or escaped.
-        found = checkpoints_in(Path(path))
-        if not found:
-            raise ConfigError(
-                f"pretrained_feature_extractor={path!r}: a folder without checkpoints "
-                "(<name>-<run id>-ep=<E>.ckpt); give a run folder or a checkpoint file"
-            )
-        path = str(found[-1])
-    if Path(path).suffix not in CHECKPOINT_SUFFIXES:
-        raise ConfigError(
-            f"pretrained_feature_extractor={path!r}: must end with one of {', '.join(CHECKPOINT_SUFFIXES)}"
-        )
-    if not os.path.isfile(path):
-        raise ConfigError(f"pretrained_feature_extractor={path!r}: no such checkpoint file")
+    # a run folder stands for its newest checkpoint (which also spares users Hydra's override
+    # grammar, in which the '=' of '<name>-<run id>-ep=<E>.ckpt' must be quoted), an export or
+    # Hugging Face folder for its model.safetensors
+    path = resolve_weights_path("pretrained_feature_extractor", path)
     out["pretrained_feature_extractor"] = path
 
 

@@ -12,6 +12,7 @@ from torch import Tensor, nn
 
 from solo_ext.backbones.pos_embed import get_2d_sincos_pos_embed
 from solo_ext.backbones.vit import (
+    _LayerNorm,
     build_blocks,
     check_divides,
     check_positive_int,
@@ -67,10 +68,11 @@ class MAEDecoder(nn.Module):
         self.decoder_pos_embed = nn.Parameter(
             get_2d_sincos_pos_embed(embed_dim, grid_size, cls_token=True).unsqueeze(0), requires_grad=False
         )
-        # plain LayerNorm (eps 1e-5) as in solo-learn's decoder; facebookresearch/mae uses 1e-6,
-        # a difference far below what the loaded weights' precision can show
-        self.decoder_blocks = build_blocks(embed_dim, depth, num_heads, mlp_ratio, True, nn.LayerNorm)
-        self.decoder_norm = nn.LayerNorm(embed_dim)
+        # LayerNorm eps 1e-6 as facebookresearch/mae's decoder and Hugging Face's ViTMAE (one eps
+        # for encoder and decoder), so exported weights compute exactly what they computed here
+        # (solo-learn's decoder uses PyTorch's default 1e-5)
+        self.decoder_blocks = build_blocks(embed_dim, depth, num_heads, mlp_ratio, True, _LayerNorm)
+        self.decoder_norm = _LayerNorm(embed_dim)
         self.decoder_pred = nn.Linear(embed_dim, patch_size * patch_size * in_chans)
 
         nn.init.normal_(self.mask_token, std=0.02)

@@ -11,6 +11,13 @@ from solo_ext.args.checks import check_bool, check_choice, check_keys, check_num
 from solo_ext.backbones.decoder import MAEDecoder
 from solo_ext.losses.mae import mae_loss_func
 from solo_ext.methods.base import BaseMethod
+from solo_ext.utils.checkpoint_loading import (
+    extract_decoder_state_dict,
+    load_backbone_weights,
+    load_strict,
+    read_checkpoint,
+    resolve_weights_path,
+)
 from solo_ext.utils.errors import ConfigError
 from solo_ext.utils.index_noise import index_noise
 
@@ -28,6 +35,10 @@ MAE_DEFAULTS = {
     # pass) instead of the masked pass's: the probe then sees in training what it is evaluated on.
     "online_clean_features": False,
     "online_batchnorm": False,
+    # continue pretraining from these weights: a run folder or checkpoint of ours or solo-learn's,
+    # facebookresearch/mae's checkpoint, a timm/safetensors file, or a Hugging Face ViTMAE folder
+    # (or a solo_ext.export folder); the encoder and, where present, the decoder, loaded strictly
+    "init_from": None,
 }
 
 
@@ -58,6 +69,8 @@ class MAE(BaseMethod):
         check_bool("method_kwargs.online_clean_features", mk["online_clean_features"])
         check_bool("method_kwargs.online_batchnorm", mk["online_batchnorm"])
         check_choice("method_kwargs.online_features", mk["online_features"], ("cls", "mean"))
+        if mk["init_from"] is not None:
+            mk["init_from"] = resolve_weights_path("method_kwargs.init_from", mk["init_from"])
         return mk
 
     def __init__(self, cfg):
@@ -75,6 +88,21 @@ class MAE(BaseMethod):
             num_heads=mk.decoder_num_heads,
             num_patches=self.backbone.num_patches,
             patch_size=self.patch_size,
+        )
+        if mk.get("init_from"):
+            self.init_weights_from(mk.init_from)
+
+    def init_weights_from(self, path: str) -> None:
+        """Load the encoder and, when the checkpoint has one, the decoder (both strictly)."""
+        ckpt = read_checkpoint(path)
+        report = load_backbone_weights(self.backbone, ckpt)
+        decoder = extract_decoder_state_dict(ckpt)
+        if decoder is not None:
+            load_strict(self.decoder, decoder, f"'{path}' ({report['format']} format) decoder")
+        print(
+            f"init_from: encoder ({report['num_tensors']} tensors, {report['format']} format) "
+            f"{'and decoder ' if decoder is not None else '(no decoder in it: the decoder starts fresh) '}"
+            f"from {path}"
         )
 
     def compile_modules(self) -> None:

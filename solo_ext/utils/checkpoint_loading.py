@@ -1,6 +1,7 @@
 """Load a pretrained ViT backbone from the checkpoint formats people actually have.
 
-Three layouts are recognised, all read with ``torch.load(weights_only=True)``:
+These layouts are recognised, read with ``torch.load(weights_only=True)`` or from
+``.safetensors`` (tensors only by design); a folder stands for its ``model.safetensors``:
 
 - Lightning checkpoints of solo-ext and solo-learn: ``{"state_dict": {"backbone.<timm name>": ...,
   "decoder....", "classifier....", "momentum_backbone....", ...}}``; solo-learn's older releases
@@ -8,7 +9,10 @@ Three layouts are recognised, all read with ``torch.load(weights_only=True)``:
 - facebookresearch/mae (He et al., "Masked Autoencoders Are Scalable Vision Learners", CVPR 2022):
   ``{"model": {<timm names>, "mask_token", "decoder_*", ...}}`` from pretraining, or with
   ``head.*`` / ``fc_norm.*`` from fine-tuning.
-- A bare state dict in timm ``VisionTransformer`` names.
+- A bare state dict in timm ``VisionTransformer`` names (a timm export), or facebookresearch/mae's
+  tensors without the ``model`` key (a ``solo_ext.export --to mae`` safetensors).
+- Hugging Face ``ViTMAEForPreTraining`` / ``ViTMAEModel`` (transformers 4 or 5 key names),
+  converted by :mod:`solo_ext.backbones.interop`.
 
 Loading is strict: a checkpoint that does not fit the backbone exactly stops with the missing,
 unexpected and mismatched keys listed, never a silent partial load (solo-learn's
@@ -27,9 +31,12 @@ from typing import Any
 import torch
 from torch import nn
 
+from solo_ext.backbones.interop import from_hf, is_hf_vitmae
 from solo_ext.backbones.pos_embed import interpolate_pos_embed
 
-CHECKPOINT_SUFFIXES = (".ckpt", ".pth", ".pt")
+CHECKPOINT_SUFFIXES = (".ckpt", ".pth", ".pt", ".safetensors")
+# a folder stands for its weights file (a Hugging Face model folder, a solo_ext.export folder)
+FOLDER_WEIGHTS = "model.safetensors"
 
 # Lightning prefixes of the backbone, in the order they are tried; the format name says which
 # family wrote the file (solo-ext checkpoints share solo-learn's layout by design).
@@ -64,6 +71,17 @@ def read_checkpoint(path: str | Path) -> dict:
             pickled Python objects that ``weights_only=True`` refuses to unpickle.
     """
     path = Path(path)
+    if path.is_dir() and (path / FOLDER_WEIGHTS).is_file():
+        path = path / FOLDER_WEIGHTS
+    if path.suffix == ".safetensors" and path.is_file():
+        # tensors only, by construction of the format: nothing to unpickle
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file
+
+        try:
+            return load_file(str(path), device="cpu")
+        except SafetensorError as err:
+            raise CheckpointError(f"'{path}': not a readable safetensors file ({err})") from err
     if path.suffix not in CHECKPOINT_SUFFIXES:
         raise CheckpointError(
             f"'{path}': unsupported checkpoint suffix {path.suffix!r}; expected one of "
@@ -117,7 +135,8 @@ def extract_backbone_state_dict(ckpt: dict) -> tuple[dict[str, torch.Tensor], st
         (``cls_token``, ``pos_embed``, ``patch_embed.proj.*``, ``blocks.<i>.*``, ``norm.*``), and
         the format found: ``"solo-learn"`` (solo-learn and solo-ext Lightning checkpoints,
         ``backbone.`` prefix), ``"solo-learn-legacy"`` (``encoder.`` prefix), ``"mae"``
-        (facebookresearch/mae, ``model`` key) or ``"timm"`` (a bare state dict).
+        (facebookresearch/mae, ``model`` key, or its tensors bare), ``"hf"`` (Hugging Face
+        ``ViTMAEForPreTraining``/``ViTMAEModel``) or ``"timm"`` (a bare state dict).
 
     Raises:
         CheckpointError: the layout is none of these (the message lists the top-level keys), or a
@@ -145,8 +164,14 @@ def extract_backbone_state_dict(ckpt: dict) -> tuple[dict[str, torch.Tensor], st
         backbone = {k: v for k, v in model.items() if not k.startswith(_MAE_NON_BACKBONE_PREFIXES)}
         return backbone, "mae"
 
+    if is_hf_vitmae(ckpt):
+        return from_hf(ckpt)[0], "hf"
+
     if _is_timm_state_dict(ckpt):
-        return dict(ckpt), "timm"
+        # a bare timm encoder, or facebookresearch/mae's tensors without the "model" key (our
+        # mae export's safetensors): the decoder is not part of the backbone
+        backbone = {k: v for k, v in ckpt.items() if not k.startswith(_MAE_NON_BACKBONE_PREFIXES)}
+        return backbone, "timm" if len(backbone) == len(ckpt) else "mae"
 
     found = _first_keys(sorted(map(str, ckpt)))
     if isinstance(state_dict, dict):
@@ -156,6 +181,46 @@ def extract_backbone_state_dict(ckpt: dict) -> tuple[dict[str, torch.Tensor], st
         "keys, a facebookresearch/mae 'model' dict, or a bare timm ViT state dict; top-level keys "
         f"found: {found}"
     )
+
+
+def resolve_weights_path(key: str, value: Any) -> str:
+    """A weights source as a file path: a run folder's newest checkpoint, a folder's
+    model.safetensors, or a checkpoint file. ConfigError (one line, naming ``key``) otherwise."""
+    from solo_ext.utils.checkpointer import checkpoints_in
+    from solo_ext.utils.errors import ConfigError
+
+    if not isinstance(value, str) or not value:
+        raise ConfigError(f"{key}={value!r}: must be a checkpoint file or folder path")
+    path = Path(value).expanduser().resolve()
+    if path.is_dir():
+        found = checkpoints_in(path)
+        if found:
+            return str(found[-1])
+        if (path / FOLDER_WEIGHTS).is_file():
+            return str(path / FOLDER_WEIGHTS)
+        raise ConfigError(
+            f"{key}={value!r}: a folder without checkpoints (<name>-<run id>-ep=<E>.ckpt) or {FOLDER_WEIGHTS}"
+        )
+    if path.suffix not in CHECKPOINT_SUFFIXES:
+        raise ConfigError(f"{key}={value!r}: must end with one of {', '.join(CHECKPOINT_SUFFIXES)}")
+    if not path.is_file():
+        raise ConfigError(f"{key}={value!r}: no such checkpoint file")
+    return str(path)
+
+
+def extract_decoder_state_dict(ckpt: dict) -> dict[str, torch.Tensor] | None:
+    """The MAE decoder's weights in our (facebookresearch/mae) names, or None if the checkpoint
+    has none: Lightning ``decoder.*``, facebookresearch/mae's ``decoder_*`` and ``mask_token``
+    (with or without the ``model`` key), or a Hugging Face ``ViTMAEForPreTraining``."""
+    state_dict = ckpt.get("state_dict")
+    if isinstance(state_dict, dict):
+        decoder = {k[len("decoder.") :]: v for k, v in state_dict.items() if k.startswith("decoder.")}
+        return decoder or None
+    if is_hf_vitmae(ckpt):
+        return from_hf(ckpt)[1] or None
+    model = ckpt.get("model") if isinstance(ckpt.get("model"), dict) else ckpt
+    decoder = {k: v for k, v in model.items() if k.startswith(("decoder_", "mask_token"))}
+    return decoder or None
 
 
 def _square_grid(num_patches: int) -> int | None:
@@ -206,7 +271,15 @@ def load_backbone_weights(backbone: nn.Module, path_or_ckpt: str | Path | dict) 
     state_dict, fmt = extract_backbone_state_dict(ckpt)
     interpolated = _fit_pos_embed(state_dict, backbone)
 
-    expected = backbone.state_dict()
+    source = f"'{path_or_ckpt}'" if not isinstance(path_or_ckpt, dict) else "checkpoint"
+    load_strict(backbone, state_dict, f"{source} ({fmt} format)")
+    return {"format": fmt, "num_tensors": len(state_dict), "pos_embed_interpolated": interpolated}
+
+
+def load_strict(module: nn.Module, state_dict: dict[str, torch.Tensor], source: str) -> None:
+    """``module.load_state_dict(state_dict, strict=True)``, with every missing, unexpected and
+    mis-shaped key listed in a CheckpointError instead of PyTorch's message."""
+    expected = module.state_dict()
     missing = [k for k in expected if k not in state_dict]
     unexpected = [k for k in state_dict if k not in expected]
     mismatched = [
@@ -215,8 +288,7 @@ def load_backbone_weights(backbone: nn.Module, path_or_ckpt: str | Path | dict) 
         if k in state_dict and state_dict[k].shape != v.shape
     ]
     if missing or unexpected or mismatched:
-        source = f"'{path_or_ckpt}'" if not isinstance(path_or_ckpt, dict) else "checkpoint"
-        lines = [f"{source} ({fmt} format) does not fit {type(backbone).__name__}:"]
+        lines = [f"{source} does not fit {type(module).__name__}:"]
         for what, keys in (
             ("missing", missing),
             ("unexpected", unexpected),
@@ -225,9 +297,7 @@ def load_backbone_weights(backbone: nn.Module, path_or_ckpt: str | Path | dict) 
             if keys:
                 lines.append(f"  {len(keys)} {what}: {_first_keys(keys)}")
         lines.append(
-            "  build the backbone with the name and kwargs (depth, embed_dim, patch_size) it was trained with"
+            "  build the model with the name and kwargs (depth, embed_dim, patch_size) it was trained with"
         )
         raise CheckpointError("\n".join(lines))
-
-    backbone.load_state_dict(state_dict, strict=True)
-    return {"format": fmt, "num_tensors": len(state_dict), "pos_embed_interpolated": interpolated}
+    module.load_state_dict(state_dict, strict=True)

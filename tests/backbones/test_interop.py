@@ -1,0 +1,192 @@
+"""Checkpoints in and out, against the real libraries: ours -> timm, ours -> Hugging Face -> ours,
+Hugging Face -> ours -> Hugging Face, and facebookresearch/mae's layout; outputs compared in
+float64, not only key names."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import timm
+import torch
+from omegaconf import OmegaConf
+from transformers import ViTMAEConfig, ViTMAEForPreTraining
+
+from solo_ext.args.pretrain import parse_cfg
+from solo_ext.backbones.interop import from_hf, to_hf
+from solo_ext.export import export
+from solo_ext.losses.mae import mae_loss_func
+from solo_ext.methods import METHODS
+from solo_ext.pretrain import run_pretrain
+from solo_ext.utils.checkpoint_loading import read_checkpoint
+from solo_ext.utils.checkpointer import checkpoints_in
+from tests.methods.test_linear_model import save_tiny_pretrained
+from tests.methods.tiny import tiny_cfg
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(autouse=True)
+def offline(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+
+
+def ours(run_dir: Path, init_from=None):
+    """Our MAE as the run's args.json describes it, with the run's (or init_from's) weights."""
+    args = json.loads((run_dir / "args.json").read_text())
+    if init_from is not None:
+        args["method_kwargs"]["init_from"] = str(init_from)
+    cfg = parse_cfg({k: v for k, v in args.items() if k not in ("derived", "run_id", "wandb_run_id")})
+    model = METHODS["mae"](cfg)
+    if init_from is None:
+        state = torch.load(checkpoints_in(run_dir)[-1], weights_only=True)["state_dict"]
+        model.load_state_dict(state)
+    return model.double().eval()
+
+
+def our_loss_and_pred(model, x, noise):
+    out = model.backbone.forward_features(x, mask_ratio=model.mask_ratio, noise=noise)
+    pred = model.decoder(out.tokens, out.ids_restore)
+    return mae_loss_func(x, pred, out.mask, model.patch_size, model.norm_pix_loss), pred
+
+
+@pytest.fixture
+def run_dir(tmp_path):
+    return save_tiny_pretrained(tmp_path / "run").parent
+
+
+def inputs(model, seed=0):
+    generator = torch.Generator().manual_seed(seed)
+    x = torch.randn(3, 3, model.backbone.img_size, model.backbone.img_size, generator=generator).double()
+    noise = torch.rand(3, model.backbone.num_patches, generator=generator).double()
+    return x, noise
+
+
+def test_ours_to_timm_gives_the_same_features(run_dir, tmp_path):
+    out = export(run_dir, "timm", tmp_path / "timm")
+    meta = json.loads((out / "export.json").read_text())
+    model = timm.create_model(
+        meta["timm_model"],
+        **meta["timm_kwargs"],
+        pretrained=True,
+        pretrained_cfg_overlay=dict(file=str(out / "model.safetensors")),
+    )
+    mine = ours(run_dir)
+    x, _ = inputs(mine)
+    theirs = model.double().eval().forward_features(x)
+    torch.testing.assert_close(theirs, mine.backbone.forward_features(x).tokens, rtol=1e-12, atol=1e-12)
+    assert meta["epoch"] == 0 and len(meta["args_sha256"]) == 64
+
+
+def test_ours_to_hf_and_back(run_dir, tmp_path):
+    out = export(run_dir, "hf", tmp_path / "hf")
+    hf, info = ViTMAEForPreTraining.from_pretrained(str(out), output_loading_info=True)
+    assert not info["missing_keys"] and not info["unexpected_keys"] and not info["mismatched_keys"]
+    mine = ours(run_dir)
+    x, noise = inputs(mine)
+    result = hf.double().eval()(pixel_values=x, noise=noise)
+    loss, pred = our_loss_and_pred(mine, x, noise)
+    torch.testing.assert_close(result.logits, pred, rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(result.loss, loss, rtol=1e-10, atol=1e-12)
+    # back: init_from the Hugging Face folder gives our weights again
+    back = ours(run_dir, init_from=out)
+    for (name, a), b in zip(mine.backbone.state_dict().items(), back.backbone.state_dict().values()):
+        torch.testing.assert_close(a, b, rtol=0, atol=0, msg=name)
+    for (name, a), b in zip(mine.decoder.state_dict().items(), back.decoder.state_dict().values()):
+        torch.testing.assert_close(a, b, rtol=0, atol=0, msg=name)
+
+
+def random_hf(tmp_path: Path) -> Path:
+    """A transformers-made random ViTMAE of the tiny test size (LayerNorm eps 1e-6, as MAE's)."""
+    torch.manual_seed(1)
+    config = ViTMAEConfig(
+        image_size=32,
+        patch_size=8,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=128,
+        decoder_hidden_size=16,
+        decoder_num_hidden_layers=1,
+        decoder_num_attention_heads=2,
+        decoder_intermediate_size=64,
+        layer_norm_eps=1e-6,
+        mask_ratio=0.75,
+    )
+    model = ViTMAEForPreTraining(config)
+    folder = tmp_path / "random-hf"
+    model.save_pretrained(str(folder))
+    return folder
+
+
+def test_hf_to_ours_to_hf(tmp_path, monkeypatch):
+    folder = random_hf(tmp_path)
+    hf = ViTMAEForPreTraining.from_pretrained(str(folder)).double().eval()
+    encoder, decoder = from_hf(read_checkpoint(folder))
+    again = to_hf(
+        encoder, decoder, "v5" if any(k.startswith("vit.layers.") for k in hf.state_dict()) else "v4"
+    )
+    assert set(again) == set(hf.state_dict())
+    for key, value in hf.state_dict().items():
+        torch.testing.assert_close(again[key].double(), value, rtol=0, atol=0, msg=key)
+
+    # a transformers-made ViTMAE imported with init_from, trained two steps, exported again
+    monkeypatch.chdir(tmp_path)
+    cfg = tiny_cfg(
+        tmp_path,
+        method="mae",
+        method_kwargs={"init_from": str(folder)},
+        limit_train_batches=2,
+        limit_val_batches=1,
+    )
+    model = METHODS["mae"](parse_cfg(cfg)).double().eval()
+    x, noise = inputs(model)
+    loss, pred = our_loss_and_pred(model, x, noise)
+    result = hf(pixel_values=x, noise=noise)
+    torch.testing.assert_close(result.logits, pred, rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(result.loss, loss, rtol=1e-10, atol=1e-12)
+    run_pretrain(OmegaConf.create(cfg))
+    (run,) = (tmp_path / "trained_models" / "mae").iterdir()
+    out = export(run, "hf", tmp_path / "after")
+    trained, info = ViTMAEForPreTraining.from_pretrained(str(out), output_loading_info=True)
+    assert not info["missing_keys"] and not info["unexpected_keys"]
+    moved = [k for k, v in trained.state_dict().items() if not torch.equal(v.double(), hf.state_dict()[k])]
+    assert moved  # it trained
+
+
+def test_mae_layout_is_facebookresearch_maes(run_dir, tmp_path):
+    out = export(run_dir, "mae", tmp_path / "mae")
+    model = torch.load(out / "checkpoint.pth", weights_only=True)["model"]
+    assert {"cls_token", "pos_embed", "patch_embed.proj.weight", "norm.weight", "mask_token"} <= set(model)
+    assert any(k.startswith("decoder_blocks.0.attn.qkv") for k in model)
+    # and it comes back through init_from, encoder and decoder alike
+    back = ours(run_dir, init_from=out / "checkpoint.pth")
+    mine = ours(run_dir)
+    x, noise = inputs(mine)
+    torch.testing.assert_close(our_loss_and_pred(back, x, noise)[0], our_loss_and_pred(mine, x, noise)[0])
+
+
+def test_linear_evaluation_reads_an_hf_folder(tmp_path):
+    from solo_ext.args.linear import parse_cfg as parse_linear
+    from tests.methods.test_linear_model import tiny_linear_cfg
+
+    folder = random_hf(tmp_path)
+    cfg = parse_linear(tiny_linear_cfg(str(folder), tmp_path))
+    assert cfg.pretrained_feature_extractor == str(folder / "model.safetensors")
+    assert cfg.backbone.kwargs.embed_dim == 32 and cfg.backbone.kwargs.depth == 2
+
+
+def test_export_errors_are_one_line(run_dir, tmp_path):
+    taken = tmp_path / "taken"
+    taken.mkdir()
+    (taken / "x").write_text("")
+    for argv, message in (
+        ([str(run_dir), "--to", "hf", "--out", str(taken)], "exists and is not empty"),
+        ([str(tmp_path / "nothing"), "--to", "timm", "--out", str(tmp_path / "o")], "no such checkpoint"),
+    ):
+        result = subprocess.run(
+            [sys.executable, "-m", "solo_ext.export", *argv], capture_output=True, text=True, cwd=ROOT
+        )
+        assert result.returncode == 2 and message in result.stderr and result.stderr.count("\n") == 1
+    assert not (tmp_path / "o").exists()
