@@ -1,7 +1,8 @@
 """What every regularizer shares: its weight schedule, which features it reads, and the gather.
 
 A regularizer reads features of the masked training pass (``training_forward``'s dict):
-``"cls"`` (the final-normed cls token, what U-MAE and M-MAE regularize), ``"mean"`` (the mean of
+``"cls"`` (the final-normed cls token, what U-MAE and M-MAE regularize; their code applies the
+final norm to it twice, we once), ``"mean"`` (the mean of
 the final-normed visible patch tokens), or a block index (the mean of that block's visible patch
 tokens before the final norm, what MAGMA uses). Its weight comes from a stateless schedule of
 (global step, epoch); a regularizer whose weight is 0 at a step is not computed at that step.
