@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import torch
 
+from solo_ext.utils.dist import is_distributed
 from solo_ext.utils.errors import NonFiniteLossError
 
 
@@ -53,6 +54,10 @@ class NonFiniteGuard:
             torch._amp_foreach_non_finite_check_and_unscale_(grads, found, torch.ones(1, device=device))
         if self._total is not None:
             found = torch.maximum(found, (~torch.isfinite(self._total)).float().reshape(1))
+        if is_distributed():
+            # every process must skip the same updates, or their weights part ways; a device-side
+            # collective, not a host read
+            torch.distributed.all_reduce(found, op=torch.distributed.ReduceOp.MAX)
         flag = found.reshape(())
         if is_fused(optimizer):
             optimizer.found_inf = flag
