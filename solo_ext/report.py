@@ -261,7 +261,21 @@ def markdown(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
 
 # ----------------------------------------------------------------------------- pictures
 def _group_label(group: Mapping, varying: Sequence[str]) -> str:
-    return ", ".join(f"{short_key(k)}={_cell(group['config'].get(k))}" for k in varying) or "all runs"
+    """The group's values of the varying keys, the name bare, keys it does not have left out."""
+    parts = []
+    for key in varying:
+        value = group["config"].get(key)
+        if value is not None:
+            parts.append(str(value) if key == "name" else f"{short_key(key)}={value}")
+    return ", ".join(parts) or "all runs"
+
+
+def _colours(count: int) -> list:
+    """Distinct colours for up to 20 groups (matplotlib's default cycle repeats after 10)."""
+    import matplotlib
+
+    cmap = matplotlib.colormaps["tab20" if count > 10 else "tab10"]
+    return [cmap(i % cmap.N) for i in range(count)]
 
 
 def plot_curves(groups: list[dict], varying: list[str], path: Path) -> None:
@@ -272,8 +286,9 @@ def plot_curves(groups: list[dict], varying: list[str], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, len(CURVES), figsize=(5 * len(CURVES), 4.2))
+    colours = _colours(len(groups))
     for ax, (metric, title) in zip(axes, CURVES):
-        for group in groups:
+        for group, colour in zip(groups, colours):
             by_epoch: dict[float, list[float]] = {}
             for run in group["runs"]:
                 for x, v in run["history"].get(metric, []):
@@ -282,14 +297,9 @@ def plot_curves(groups: list[dict], varying: list[str], path: Path) -> None:
                 continue
             xs = sorted(by_epoch)
             mean = [sum(by_epoch[x]) / len(by_epoch[x]) for x in xs]
-            line = ax.plot(xs, mean, label=_group_label(group, varying))[0]
-            ax.fill_between(
-                xs,
-                [min(by_epoch[x]) for x in xs],
-                [max(by_epoch[x]) for x in xs],
-                alpha=0.2,
-                color=line.get_color(),
-            )
+            ax.plot(xs, mean, label=_group_label(group, varying), color=colour)
+            lows, highs = [min(by_epoch[x]) for x in xs], [max(by_epoch[x]) for x in xs]
+            ax.fill_between(xs, lows, highs, alpha=0.15, color=colour)
         ax.set_title(title)
         ax.set_xlabel("epochs completed")
         ax.grid(alpha=0.3)
@@ -307,20 +317,25 @@ def plot_spectra(groups: list[dict], varying: list[str], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    for group in groups:
+    fig, ax = plt.subplots(figsize=(9, 5))
+    for group, colour in zip(groups, _colours(len(groups))):
         spectra = [r["spectrum"] for r in group["runs"] if r["spectrum"]]
         if not spectra:
             continue
         size = min(len(s) for s in spectra)
         normalised = [[v / sum(s[:size]) for v in s[:size]] for s in spectra]
         mean = [sum(col) / len(col) for col in zip(*normalised)]
-        ax.semilogy(range(1, size + 1), [max(v, 1e-12) for v in mean], label=_group_label(group, varying))
+        ax.semilogy(
+            range(1, size + 1),
+            [max(v, 1e-12) for v in mean],
+            label=_group_label(group, varying),
+            color=colour,
+        )
     ax.set_xlabel("singular value index")
     ax.set_ylabel("normalised singular value (mean over seeds)")
     ax.set_title("final feature spectra (val features)")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     fig.tight_layout()
     _save_figure(fig, path)
     plt.close(fig)
