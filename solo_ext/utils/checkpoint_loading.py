@@ -201,10 +201,10 @@ def resolve_weights_path(key: str, value: Any) -> str:
         raise ConfigError(
             f"{key}={value!r}: a folder without checkpoints (<name>-<run id>-ep=<E>.ckpt) or {FOLDER_WEIGHTS}"
         )
+    if not path.exists():
+        raise ConfigError(f"{key}={value!r}: no such checkpoint file or folder")
     if path.suffix not in CHECKPOINT_SUFFIXES:
         raise ConfigError(f"{key}={value!r}: must end with one of {', '.join(CHECKPOINT_SUFFIXES)}")
-    if not path.is_file():
-        raise ConfigError(f"{key}={value!r}: no such checkpoint file")
     return str(path)
 
 
