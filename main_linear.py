@@ -11,6 +11,7 @@ checkpoint file name holds an "=", which Hydra wants quoted: 'pretrained_feature
 """
 
 import sys
+from pathlib import Path
 
 import hydra
 from omegaconf import DictConfig
@@ -33,4 +34,8 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
+    from solo_ext.hydra_check import check_composition
+
+    here = Path(__file__).resolve().parent
+    check_composition(sys.argv[1:], here / "scripts" / "linear" / "digits", here)
     main()

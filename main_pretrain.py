@@ -5,6 +5,7 @@ python main_pretrain.py --config-path scripts/pretrain/cifar --config-name mae.y
 """
 
 import sys
+from pathlib import Path
 
 import hydra
 from omegaconf import DictConfig
@@ -30,4 +31,8 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
+    from solo_ext.hydra_check import check_composition
+
+    here = Path(__file__).resolve().parent
+    check_composition(sys.argv[1:], here / "scripts" / "pretrain" / "digits", here)
     main()

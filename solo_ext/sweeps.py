@@ -27,6 +27,7 @@ from hydra.errors import HydraException
 from omegaconf.errors import OmegaConfBaseException
 
 from solo_ext.args.pretrain import parse_cfg
+from solo_ext.hydra_check import one_line, split_argv
 from solo_ext.utils.errors import ConfigError, DataError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -65,29 +66,7 @@ def load_sweep(path: str | Path) -> dict:
 def fixed_arguments(sweep: dict) -> tuple[str | None, str | None, list[str]]:
     """(``--config-path``, ``--config-name``, the fixed ``key=value`` overrides) of the command;
     the ``${...}`` macros (env, interpreter, program, args) are the agent's to fill."""
-    config_path = config_name = None
-    overrides: list[str] = []
-    words = iter(str(word) for word in sweep["command"])
-    for word in words:
-        if word.startswith("${"):
-            continue
-        if word in ("--config-name", "-cn", "--config-path", "-cp"):
-            value = next(words, None)
-            if value is None:
-                raise ConfigError(f"command: {word} is not followed by a value")
-            if word in ("--config-name", "-cn"):
-                config_name = value
-            else:
-                config_path = value
-        elif word.startswith("--config-name="):
-            config_name = word.split("=", 1)[1]
-        elif word.startswith("--config-path="):
-            config_path = word.split("=", 1)[1]
-        elif word.startswith("-"):
-            raise ConfigError(f"command: {word!r} is not a Hydra option main_pretrain.py takes here")
-        else:
-            overrides.append(word)
-    return config_path, config_name, overrides
+    return split_argv([str(w) for w in sweep["command"] if not str(w).startswith("${")])
 
 
 def _range_points(key: str, spec: dict) -> list[Any]:
@@ -164,9 +143,7 @@ def check_point(config_dir: Path, config_name: str, overrides: list[str]) -> Non
         with initialize_config_dir(config_dir=str(config_dir), version_base="1.2"):
             cfg = compose(config_name=config_name, overrides=overrides)
     except (HydraException, OmegaConfBaseException) as err:
-        # Hydra's messages span lines (the override, then a hint); the first names the key.
-        lines = [line.strip() for line in str(err).splitlines() if line.strip()]
-        raise ConfigError(" ".join(lines[:2]) or type(err).__name__) from err
+        raise ConfigError(one_line(err, config_name, config_dir, overrides)) from err
     parse_cfg(cfg)
 
 

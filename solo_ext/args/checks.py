@@ -31,9 +31,13 @@ def check_keys(key: str, section: Mapping, allowed: Iterable[str]) -> None:
     for name in section:
         if name not in allowed:
             prefix = f"{key}." if key else ""
-            raise ConfigError(
-                f"{prefix}{name}: unknown key; allowed: {', '.join(allowed)}{suggestion(name, allowed)}"
-            )
+            # a short list is shown; a long one (the top level holds every Trainer argument)
+            # would make a 400-character line, so only the near miss is named
+            listing = f"; allowed: {', '.join(allowed)}" if len(allowed) <= 12 else ""
+            hint = suggestion(name, allowed)
+            if not listing and not hint:
+                hint = f"; not one of the {len(allowed)} keys of {key or 'the top level'} (README lists them)"
+            raise ConfigError(f"{prefix}{name}: unknown key{listing}{hint}")
 
 
 def check_number(

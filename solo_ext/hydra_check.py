@@ -1,0 +1,128 @@
+"""Hydra's composition errors as one line in the user's own words, before Hydra prints its own.
+
+Hydra reports a key the recipe lacks, a recipe that does not exist or an override it cannot parse
+in three or more lines ending with a hint about ``HYDRA_FULL_ERROR``, and exits with 1. The entry
+points first compose the config once with Hydra's compose API (cheap, nothing written) and, if
+that fails, print one line naming the override as written, what is wrong and what to write
+instead (the ``++`` hint where it applies), and exit with 2 like every other config error.
+Multiruns (``-m``) and Hydra's own flags (``--help``, ``--cfg``, ...) are left to Hydra.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+import sys
+from pathlib import Path
+
+from solo_ext.utils.errors import ConfigError
+
+_NAME_FLAGS = ("--config-name", "-cn")
+_PATH_FLAGS = ("--config-path", "-cp")
+
+
+def split_argv(words: list[str], where: str = "command") -> tuple[str | None, str | None, list[str]]:
+    """(``--config-path``, ``--config-name``, the ``key=value`` overrides) of a command line.
+
+    Raises:
+        ConfigError: a flag without its value, or another option.
+    """
+    config_path = config_name = None
+    overrides: list[str] = []
+    words = iter(words)
+    for word in words:
+        if word in _NAME_FLAGS + _PATH_FLAGS:
+            value = next(words, None)
+            if value is None:
+                raise ConfigError(f"{where}: {word} is not followed by a value")
+            if word in _NAME_FLAGS:
+                config_name = value
+            else:
+                config_path = value
+        elif word.startswith("--config-name="):
+            config_name = word.split("=", 1)[1]
+        elif word.startswith("--config-path="):
+            config_path = word.split("=", 1)[1]
+        elif word.startswith("-"):
+            raise ConfigError(f"{where}: {word!r} is not a Hydra option main_pretrain.py takes here")
+        else:
+            overrides.append(word)
+    return config_path, config_name, overrides
+
+
+def _written(overrides: list[str], key: str) -> str:
+    """The override the user wrote for ``key`` (with its +/++/~ prefix), or ``key`` itself."""
+    for override in overrides:
+        if override.lstrip("+~").split("=", 1)[0] == key:
+            return override
+    return key
+
+
+def one_line(err: Exception, config_name: str, config_dir: Path, overrides: list[str]) -> str:
+    """Hydra's or OmegaConf's composition error as one line of at most ~200 characters."""
+    from hydra.errors import OverrideParseException
+
+    text = str(err)
+    if isinstance(err, OverrideParseException):
+        return (
+            f"{err.override}: not a valid override ({text.strip().splitlines()[0]}); write key=value "
+            "(++key=value adds a key the recipe lacks)"
+        )
+    if match := re.search(r"Could not override '([^']+)'", text):
+        key = match.group(1)
+        written = _written(overrides, key)
+        return (
+            f"{written}: {key} is not a key of {config_name}; to add it, write ++{written.lstrip('+')} "
+            "(Trainer arguments and keys a recipe leaves out need ++)"
+        )
+    if match := re.search(r"Could not append to config\. An item is already at '([^']+)'", text):
+        key = match.group(1)
+        written = _written(overrides, key)
+        value = written.split("=", 1)[1] if "=" in written else "..."
+        return f"{written}: {key} is already in {config_name}; write {key}={value} to change it"
+    if "Cannot find primary config" in text:
+        recipes = sorted(p.name for p in config_dir.glob("*.yaml"))
+        close = difflib.get_close_matches(config_name, recipes, n=1, cutoff=0.6)
+        hint = f"; did you mean {close[0]!r}?" if close else f"; recipes there: {', '.join(recipes[:6])}"
+        return f"--config-name={config_name!r}: no such recipe in {config_dir}{hint}"
+    first = next((line.strip() for line in text.splitlines() if line.strip()), type(err).__name__)
+    return first if len(first) <= 200 else first[:197] + "..."
+
+
+def resolve_dir(config_path: str | None, default: Path, script_dir: Path) -> Path:
+    """Where Hydra will look: ``--config-path`` (absolute, or relative to the working directory
+    or to the script) or the entry point's default."""
+    if config_path is None:
+        return default
+    path = Path(config_path).expanduser()
+    if path.is_absolute():
+        return path
+    return path.resolve() if path.resolve().is_dir() else (script_dir / path).resolve()
+
+
+def check_composition(argv: list[str], default_dir: Path, script_dir: Path) -> None:
+    """Compose the config the command line asks for; on a composition error print one line and
+    exit with 2. Leaves multiruns, Hydra's own flags and a missing --config-name to Hydra."""
+    from hydra import compose, initialize_config_dir
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    own = _NAME_FLAGS + _PATH_FLAGS
+    if any(
+        w.startswith("-") and w not in own and not w.startswith(("--config-name=", "--config-path="))
+        for w in argv
+    ):
+        return  # -m, --help, --cfg, ...: Hydra's
+    try:
+        config_path, config_name, overrides = split_argv(list(argv))
+    except ConfigError:
+        return
+    if config_name is None:
+        return
+    config_dir = resolve_dir(config_path, default_dir, script_dir)
+    try:
+        with initialize_config_dir(config_dir=str(config_dir), version_base="1.2"):
+            compose(config_name=config_name, overrides=overrides)
+    except (HydraException, OmegaConfBaseException, ValueError) as err:
+        print(f"error: {one_line(err, config_name, config_dir, overrides)}", file=sys.stderr)
+        sys.exit(2)
