@@ -10,11 +10,11 @@ Multiruns (``-m``) and Hydra's own flags (``--help``, ``--cfg``, ...) are left t
 
 from __future__ import annotations
 
-import difflib
 import re
 import sys
 from pathlib import Path
 
+from solo_ext.args.checks import suggestion
 from solo_ext.utils.errors import ConfigError
 
 _NAME_FLAGS = ("--config-name", "-cn")
@@ -82,8 +82,7 @@ def one_line(err: Exception, config_name: str, config_dir: Path, overrides: list
         return f"{written}: {key} is already in {config_name}; write {key}={value} to change it"
     if "Cannot find primary config" in text:
         recipes = sorted(p.name for p in config_dir.glob("*.yaml"))
-        close = difflib.get_close_matches(config_name, recipes, n=1, cutoff=0.6)
-        hint = f"; did you mean {close[0]!r}?" if close else f"; recipes there: {', '.join(recipes[:6])}"
+        hint = suggestion(config_name, recipes) or f"; recipes there: {', '.join(recipes[:6])}"
         return f"--config-name={config_name!r}: no such recipe in {config_dir}{hint}"
     first = next((line.strip() for line in text.splitlines() if line.strip()), type(err).__name__)
     return first if len(first) <= 200 else first[:197] + "..."
