@@ -16,9 +16,10 @@ from __future__ import annotations
 
 import torch
 
-from solo_ext.args.checks import check_bool, check_choice
+from solo_ext.args.checks import check_bool, check_choice, check_number
 from solo_ext.methods.mae import MAE, MAE_DEFAULTS
 from solo_ext.regularizers import REGULARIZERS
+from solo_ext.schedulers.weights import build_weight_schedule
 from solo_ext.utils.errors import ConfigError
 
 LEGACY_KEYS = (
@@ -34,9 +35,31 @@ LEGACY_KEYS = (
 MAGMA_UNUSED = frozenset({"log_images", "disparity_loss_gamma", "disparity_loss_rbf_scale", "scheduler"})
 
 
+def _check_legacy_values(legacy: dict) -> None:
+    """The flat keys' values checked under the names the user wrote (the general form they are
+    rewritten into would otherwise answer about method_kwargs.regularizers.*)."""
+    if "uniformity_weight" in legacy:
+        check_number("method_kwargs.uniformity_weight", legacy["uniformity_weight"], low=0)
+    if legacy.get("reg_scheduler") is not None:
+        schedule = legacy["reg_scheduler"]
+        build_weight_schedule(
+            {k: v for k, v in schedule.items() if k != "interval"}
+            if isinstance(schedule, dict)
+            else schedule,
+            "method_kwargs.reg_scheduler",
+        )
+    if "rbf_scale" in legacy:
+        check_number("method_kwargs.rbf_scale", legacy["rbf_scale"], low=0, low_open=True)
+    if legacy.get("fixed_gamma"):
+        check_number("method_kwargs.fixed_gamma", legacy["fixed_gamma"], low=0, low_open=True)
+    if "scale_euclidean_distance" in legacy:
+        check_bool("method_kwargs.scale_euclidean_distance", legacy["scale_euclidean_distance"])
+
+
 def _legacy_to_regularizers(mk: dict, method: str) -> dict:
     """MAGMA's flat keys as ``regularizers`` blocks."""
     legacy = {key: mk.pop(key) for key in LEGACY_KEYS if key in mk}
+    _check_legacy_values(legacy)
     regs: dict[str, dict] = {}
     schedule = legacy.get("reg_scheduler")
     if method == "u-mae":

@@ -233,3 +233,20 @@ def test_regularizers_reading_the_same_features_share_one_gather(tmp_path, monke
     model.training_step(batch, 0)
     # uniformity and TCR read the cls token (one gather); MAGMA gathers its two blocks
     assert len(calls) == 3
+
+
+@pytest.mark.parametrize(
+    "flat, message",
+    [
+        ({"uniformity_weight": "abc"}, "method_kwargs.uniformity_weight='abc': must be a number >= 0"),
+        (
+            {"layers": [0], "reg_scheduler": {**WARMUP, "weight": "x"}},
+            "method_kwargs.reg_scheduler.weight='x': must be a number",
+        ),
+        ({"layers": [0], "reg_scheduler": WARMUP, "rbf_scale": 0}, "method_kwargs.rbf_scale=0: must be"),
+    ],
+)
+def test_magma_flat_keys_are_named_as_written(tmp_path, flat, message):
+    with pytest.raises(ConfigError) as err:
+        parse_cfg(tiny_cfg(tmp_path, method_kwargs=flat))
+    assert str(err.value).startswith(message)
