@@ -51,6 +51,7 @@ from benchmark import (  # noqa: E402  (bench/ is not a package)
 
 from solo_ext.args.pretrain import parse_cfg  # noqa: E402
 from solo_ext.pretrain import build_pretrain_loaders, build_trainer  # noqa: E402
+from solo_ext.utils.diagnostics import atomic_output  # noqa: E402
 from solo_ext.utils.quiet import quiet_libraries  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -351,9 +352,8 @@ def main(argv=None) -> dict:
         args.workdir = Path(workdir)
         results = run(args)
     print(format_table(results))
-    tmp = args.out.with_name(args.out.name + ".tmp")
-    tmp.write_text(json.dumps(results, indent=2))
-    os.replace(tmp, args.out)
+    with atomic_output(args.out) as tmp:
+        tmp.write_text(json.dumps(results, indent=2))
     print(f"written to {args.out}")
     return results
 

@@ -27,11 +27,12 @@ import csv
 import io
 import json
 import math
-import os
 import sys
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
+
+from solo_ext.utils.diagnostics import atomic_output
 
 # Keys that say where or how a run was kept, not what it trained: never a grouping key.
 NOT_CONFIG = (
@@ -348,9 +349,8 @@ def _save_figure(fig, path: Path) -> None:
 
 
 def _write_atomic(path: Path, data: bytes) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
+    with atomic_output(path) as tmp:
+        tmp.write_bytes(data)
 
 
 # ----------------------------------------------------------------------------- entry

@@ -119,11 +119,7 @@ def collect_results(run_dir: Path, args: Mapping[str, Any], extra: Mapping[str, 
 def merge_results(run_dir: Path, section: str, data: Any) -> Path:
     """Put ``data`` under ``section`` of the run folder's results.json (created if absent),
     atomically; the other sections are kept."""
-    path = run_dir / RESULTS_FILE
-    current = json.loads(path.read_text()) if path.is_file() else {}
-    current[section] = data
-    write_json_atomic(path, current)
-    return path
+    return write_results(run_dir, {section: data})
 
 
 def write_results(run_dir: Path, results: Mapping[str, Any]) -> Path:

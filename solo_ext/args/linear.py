@@ -215,12 +215,8 @@ def linear_protocols(out: Mapping) -> dict:
     protocols = {"linear": f"{out['mode']} on {out['features']} features, {head}"}
     knn = out["knn_eval"]
     if knn["enabled"]:
-        bank = (
-            "training batches of the epoch (train transform)"
-            if knn["bank"] == "batches"
-            else "clean training set through the val transform"
-        )
-        protocols["knn"] = knn_protocol(out["features"], knn, bank)
+        batches = "training batches of the epoch (train transform)"
+        protocols["knn"] = knn_protocol(out["features"], knn, batches)
     return protocols
 
 

@@ -414,9 +414,9 @@ def _derive_lr(out: dict) -> None:
 
 def _peak_weight(scheduler: Mapping, max_epochs: int) -> float:
     """The largest weight a schedule reaches in the run (sampled at quarter epochs)."""
-    from solo_ext.schedulers.weights import build_weight_schedule
+    from solo_ext.regularizers.base import build_schedule
 
-    schedule = build_weight_schedule({k: v for k, v in scheduler.items() if k != "interval"}, "scheduler")
+    schedule = build_schedule(scheduler, "scheduler")
     return max(schedule(0, quarter / 4) for quarter in range(4 * max_epochs + 1))
 
 
@@ -444,19 +444,17 @@ def _derive_protocols(out: dict) -> None:
     """How the online numbers are measured, in words stored in args.json and printed."""
     features = out["method_kwargs"].get("online_features", "cls")
     knn = out["knn_eval"]
-    bank = (
-        "training batches of the epoch as the method sees them (solo-learn)"
-        if knn["bank"] == "batches"
-        else "clean training set through the val transform"
-    )
     derived = out["derived"]
     derived["protocols"] = {"online_linear": f"linear probe on detached {features} features"}
     if knn["enabled"]:
-        derived["protocols"]["online_knn"] = knn_protocol(features, knn, bank)
+        batches = "training batches of the epoch as the method sees them (solo-learn)"
+        derived["protocols"]["online_knn"] = knn_protocol(features, knn, batches)
 
 
-def knn_protocol(features: str, knn: Mapping, bank: str) -> str:
-    """One line naming a weighted-kNN protocol: features, k, T, distance and bank."""
+def knn_protocol(features: str, knn: Mapping, batches: str) -> str:
+    """One line naming a weighted-kNN protocol: features, k, T, distance and bank (``batches``
+    describes the caller's training batches, for ``bank: batches``)."""
+    bank = batches if knn["bank"] == "batches" else "clean training set through the val transform"
     temperature = f", T {knn['T']}" if knn["distance_func"] == "cosine" else ""
     distance = knn["distance_func"]
     return f"weighted kNN on {features} features, k {knn['k']}{temperature}, {distance}; bank: {bank}"

@@ -19,7 +19,7 @@ import torch
 from solo_ext.args.checks import check_bool, check_choice, check_number
 from solo_ext.methods.mae import MAE, MAE_DEFAULTS
 from solo_ext.regularizers import REGULARIZERS
-from solo_ext.schedulers.weights import build_weight_schedule
+from solo_ext.regularizers.base import build_schedule
 from solo_ext.utils.errors import ConfigError
 
 LEGACY_KEYS = (
@@ -41,13 +41,7 @@ def _check_legacy_values(legacy: dict) -> None:
     if "uniformity_weight" in legacy:
         check_number("method_kwargs.uniformity_weight", legacy["uniformity_weight"], low=0)
     if legacy.get("reg_scheduler") is not None:
-        schedule = legacy["reg_scheduler"]
-        build_weight_schedule(
-            {k: v for k, v in schedule.items() if k != "interval"}
-            if isinstance(schedule, dict)
-            else schedule,
-            "method_kwargs.reg_scheduler",
-        )
+        build_schedule(legacy["reg_scheduler"], "method_kwargs.reg_scheduler")
     if "rbf_scale" in legacy:
         check_number("method_kwargs.rbf_scale", legacy["rbf_scale"], low=0, low_open=True)
     if legacy.get("fixed_gamma"):

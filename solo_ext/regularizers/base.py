@@ -83,7 +83,7 @@ class Regularizer:
         sched = dict(sched)
         sched.setdefault("interval", "epoch")
         check_choice(f"{key}.scheduler.interval", sched["interval"], ("epoch", "step"))
-        build_weight_schedule(_without_interval(sched), f"{key}.scheduler")
+        build_schedule(sched, f"{key}.scheduler")
         spec["scheduler"] = sched
         features = spec.get("features", cls.default_features)
         if isinstance(features, str):
@@ -104,7 +104,7 @@ class Regularizer:
         self.spec = dict(spec)
         sched = dict(spec["scheduler"])
         self.per_step = sched["interval"] == "step"
-        self.schedule = build_weight_schedule(_without_interval(sched), f"regularizers.{self.name}.scheduler")
+        self.schedule = build_schedule(sched, f"regularizers.{self.name}.scheduler")
         self.features = spec["features"]
         self.gather = spec["gather"]
 
@@ -123,5 +123,9 @@ class Regularizer:
         raise NotImplementedError
 
 
-def _without_interval(sched: Mapping) -> dict:
-    return {k: v for k, v in sched.items() if k != "interval"}
+def build_schedule(sched: Any, key: str):
+    """The weight schedule of a regularizer's ``scheduler`` block; its ``interval`` key says how
+    the epoch is counted (per epoch or per step), not the schedule's shape, so it is left out."""
+    if isinstance(sched, Mapping):
+        sched = {k: v for k, v in sched.items() if k != "interval"}
+    return build_weight_schedule(sched, key)
