@@ -178,7 +178,8 @@ def export(source: str | Path, to: str, out: str | Path) -> Path:
         if not decoder:
             raise ExportError(f"{ckpt_path}: no decoder weights (decoder.*) to export for --to hf")
         config = hf_config(arch)
-        # transformers 4's key names: what transformers 5 itself writes to disk, and reads
+        # transformers 4's key names: readable by transformers 4 and 5 (5 writes these names to disk
+        # too, apart from its decoder layers, which it saves as decoder.decoder_encoder.layer)
         state = to_hf(encoder, decoder, "v4")
         config.save_pretrained(str(tmp))
         save_file(_contiguous(state), str(tmp / "model.safetensors"), metadata={"format": "pt"})
