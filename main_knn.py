@@ -13,8 +13,9 @@ import argparse
 import json
 import sys
 
-from solo_ext.args.pretrain import DEFAULT_WORKERS
-from solo_ext.utils.errors import ConfigError, DataError
+from solo_ext.config.errors import ConfigError
+from solo_ext.config.schema import DEFAULT_WORKERS
+from solo_ext.utils.errors import DataError
 
 
 def parse_args(argv=None) -> argparse.Namespace:

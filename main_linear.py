@@ -16,7 +16,8 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
-from solo_ext.utils.errors import ConfigError, DataError
+from solo_ext.config.errors import ConfigError
+from solo_ext.utils.errors import DataError
 
 
 @hydra.main(version_base="1.2", config_path="scripts/linear/digits", config_name=None)

@@ -10,7 +10,8 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
-from solo_ext.utils.errors import ConfigError, DataError, NonFiniteLossError
+from solo_ext.config.errors import ConfigError
+from solo_ext.utils.errors import DataError, NonFiniteLossError
 
 
 @hydra.main(version_base="1.2", config_path="scripts/pretrain/digits", config_name=None)

@@ -11,8 +11,8 @@ exits 1 if any point is invalid, 2 if the sweep file itself is.
 import argparse
 import sys
 
+from solo_ext.config.errors import ConfigError
 from solo_ext.sweeps import dry_run
-from solo_ext.utils.errors import ConfigError
 
 
 def main() -> int:

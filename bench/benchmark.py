@@ -14,7 +14,7 @@ shared machine hits every variant alike; the best run is kept, since contention 
 5. model FLOPs per image (``FlopCounterMode`` over one forward+backward) and the achieved fraction
    of the machine's matmul rate (a ``torch.mm`` probe in the same run).
 
-Every model and loader is built from a config through :func:`solo_ext.args.pretrain.parse_cfg`, so
+Every model and loader is built from a config through :func:`solo_ext.config.pretrain.parse_cfg`, so
 the real code path runs. The model defaults to the CIFAR recipe's architecture
 (``scripts/pretrain/cifar/mae.yaml``: ViT-S/4 at 32 px, decoder 512 x 8 x 16); ``--tiny`` swaps in
 a 2-block ViT for a smoke run.
@@ -52,8 +52,8 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.data import DataLoader, Dataset
 from torch.utils.flop_counter import FlopCounterMode
 
-from solo_ext.args.pretrain import parse_cfg
 from solo_ext.backbones import build_backbone
+from solo_ext.config.pretrain import parse_cfg
 from solo_ext.losses.mae import mae_loss_func
 from solo_ext.methods import METHODS
 from solo_ext.pretrain import build_pretrain_loaders, build_trainer

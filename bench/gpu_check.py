@@ -49,7 +49,7 @@ from benchmark import (  # noqa: E402  (bench/ is not a package)
     machine,
 )
 
-from solo_ext.args.pretrain import parse_cfg  # noqa: E402
+from solo_ext.config.pretrain import parse_cfg  # noqa: E402
 from solo_ext.pretrain import build_pretrain_loaders, build_trainer  # noqa: E402
 from solo_ext.utils.diagnostics import atomic_output  # noqa: E402
 from solo_ext.utils.quiet import quiet_libraries  # noqa: E402

@@ -14,8 +14,8 @@ import re
 import sys
 from pathlib import Path
 
-from solo_ext.args.checks import suggestion
-from solo_ext.utils.errors import ConfigError
+from solo_ext.config.errors import ConfigError
+from solo_ext.utils.declared import did_you_mean as suggestion
 
 _NAME_FLAGS = ("--config-name", "-cn")
 _PATH_FLAGS = ("--config-path", "-cp")

@@ -17,13 +17,11 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader
 
-from solo_ext.args.checks import check_number
-from solo_ext.args.linear import saved_run_args
-from solo_ext.args.pretrain import DEFAULT_WORKERS
 from solo_ext.backbones import MaskedViT, build_backbone
+from solo_ext.config.errors import ConfigError, validate
+from solo_ext.config.paths import saved_run_args
+from solo_ext.config.schema import DEFAULT_WORKERS, OfflineKNN
 from solo_ext.data import (
-    check_data_format,
-    check_dataset,
     num_classes_of,
     prepare_classification_datasets,
     prepare_dataloader,
@@ -32,10 +30,8 @@ from solo_ext.data import (
 from solo_ext.results import merge_results
 from solo_ext.utils.checkpoint_loading import load_backbone_weights
 from solo_ext.utils.checkpointer import checkpoints_in
-from solo_ext.utils.errors import ConfigError
-from solo_ext.utils.knn import DISTANCES, knn_accuracy, knn_predict
+from solo_ext.utils.knn import knn_accuracy, knn_predict
 
-FEATURE_TYPES = ("cls", "mean")
 TABLE_COLUMNS = ("feature_type", "distance", "k", "T", "bank", "acc1", "acc5")
 # offline, the bank is always the training set through the val transform
 OFFLINE_BANK = "clean"
@@ -203,24 +199,7 @@ def run_knn(
     ckpt = find_checkpoint(pretrained_checkpoint_dir, checkpoint)
     saved = saved_run_args(ckpt, key="--checkpoint") or {}
     saved_knn = {**KNN_FALLBACK, **(saved.get("knn_eval") or {})}
-    k = k or [saved_knn["k"]]
-    temperature = temperature or [saved_knn["T"]]
-    distance_function = distance_function or [saved_knn["distance_func"]]
-    feature_type = feature_type or [(saved.get("method_kwargs") or {}).get("online_features") or "cls"]
-    for value in k:
-        check_number("--k", value, low=1, integer=True)
-    for value in temperature:
-        check_number("--temperature", value, low=0, low_open=True)
-    for value in distance_function:
-        if value not in DISTANCES:
-            raise ConfigError(f"--distance_function={value!r}: must be one of {', '.join(DISTANCES)}")
-    for value in feature_type:
-        if value not in FEATURE_TYPES:
-            raise ConfigError(f"--feature_type={value!r}: must be one of {', '.join(FEATURE_TYPES)}")
-    check_number("--batch_size", batch_size, low=1, integer=True)
-    check_number("--num_workers", num_workers, low=0, integer=True)
     model, saved = backbone_for(ckpt, backbone, backbone_kwargs)
-
     saved_data = (saved or {}).get("data") or {}
     if dataset is None:
         dataset = saved_data.get("dataset")
@@ -228,15 +207,25 @@ def run_knn(
             raise ConfigError("--dataset: missing, and the run's args.json names none")
         train_data_path = train_data_path or saved_data.get("train_path")
         val_data_path = val_data_path or saved_data.get("val_path")
-    check_dataset(dataset, key="--dataset")
-    data_format = check_data_format(data_format, key="--data_format")
+    given = {
+        "k": k or [saved_knn["k"]],
+        "temperature": temperature or [saved_knn["T"]],
+        "distance_function": distance_function or [saved_knn["distance_func"]],
+        "feature_type": feature_type or [(saved.get("method_kwargs") or {}).get("online_features") or "cls"],
+        "batch_size": batch_size,
+        "num_workers": num_workers,
+        "dataset": dataset,
+        "data_format": data_format,
+        "data_fraction": data_fraction,
+    }
+    settings = validate(OfflineKNN, given, renames=OfflineKNN.flags())
 
     _, val_transform = prepare_transforms(dataset, model.img_size)
     train_ds, val_ds = prepare_classification_datasets(
         dataset, val_transform, val_transform, train_data_path, val_data_path, data_format, data_fraction
     )
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    feature_types = list(dict.fromkeys(feature_type))
+    feature_types = list(dict.fromkeys(settings.feature_type))
     banks = [
         extract_features(
             model,
@@ -249,9 +238,9 @@ def run_knn(
     rows = knn_table(
         *banks,
         num_classes=num_classes_of(dataset, train_data_path),
-        ks=list(dict.fromkeys(k)),
-        temperatures=list(dict.fromkeys(temperature)),
-        distances=list(dict.fromkeys(distance_function)),
+        ks=list(dict.fromkeys(settings.k)),
+        temperatures=list(dict.fromkeys(settings.temperature)),
+        distances=list(dict.fromkeys(settings.distance_function)),
     )
     path = ckpt.with_name(f"{ckpt.stem}-knn-{dataset}.csv")
     write_csv(rows, path)

@@ -12,8 +12,8 @@ from omegaconf import DictConfig, OmegaConf
 from timm.data import create_transform
 from torch.utils.data import DataLoader
 
-from solo_ext.args.linear import parse_cfg
 from solo_ext.backbones import MaskedViT, build_backbone
+from solo_ext.config.linear import parse_cfg
 from solo_ext.data import (
     dataset_mean_std,
     prepare_classification_datasets,

@@ -13,7 +13,9 @@ from lightning.pytorch.loggers import CSVLogger, WandbLogger
 from lightning.pytorch.strategies import DDPStrategy
 from omegaconf import DictConfig, OmegaConf
 
-from solo_ext.args.pretrain import parse_cfg, trainer_keys
+from solo_ext.config.errors import ConfigError
+from solo_ext.config.pretrain import parse_cfg
+from solo_ext.config.schema import trainer_keys
 from solo_ext.data import (
     FullTransformPipeline,
     NCropAugmentation,
@@ -28,7 +30,6 @@ from solo_ext.methods import METHODS
 from solo_ext.results import collect_results, format_summary, write_results
 from solo_ext.utils.callbacks import PicturesCallback
 from solo_ext.utils.checkpointer import Checkpointer, find_resumable, new_run_id
-from solo_ext.utils.errors import ConfigError
 from solo_ext.utils.quiet import quiet_libraries
 
 # Lightning's launcher re-runs this script in each child process; rank 0 hands them the run id and

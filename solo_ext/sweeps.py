@@ -5,7 +5,7 @@ A wandb agent launches ``main_pretrain.py`` with the sweep's ``command``, in whi
 as Python's ``str`` writes it (``0.01``, ``True``, ``[2, 4]``). A key that is not in the base
 config, or a value that ``parse_cfg`` rejects, only shows up when the agent's run crashes: hours
 later on a cluster, once per trial. :func:`dry_run` renders the same arguments for a finite set
-of points and runs Hydra's composition and :func:`solo_ext.args.pretrain.parse_cfg` on each:
+of points and runs Hydra's composition and :func:`solo_ext.config.pretrain.parse_cfg` on each:
 
 - ``grid``: the cartesian product of the ``values`` lists (wandb's own grid);
 - ``random``/``bayes``: ``values`` lists enumerated, ranges (``min``/``max``) tried at their
@@ -26,9 +26,10 @@ from hydra import compose, initialize_config_dir
 from hydra.errors import HydraException
 from omegaconf.errors import OmegaConfBaseException
 
-from solo_ext.args.pretrain import parse_cfg
+from solo_ext.config.errors import ConfigError
+from solo_ext.config.pretrain import parse_cfg
 from solo_ext.hydra_check import one_line, split_argv
-from solo_ext.utils.errors import ConfigError, DataError
+from solo_ext.utils.errors import DataError
 
 REPO = Path(__file__).resolve().parents[1]
 # The config_path that main_pretrain.py's @hydra.main uses when no --config-path is given.

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from solo_ext.args.pretrain import parse_cfg
-from solo_ext.utils.errors import ConfigError
+from solo_ext.config.errors import ConfigError
+from solo_ext.config.pretrain import parse_cfg
 from tests.methods.tiny import tiny_cfg
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -39,7 +39,7 @@ def run(tmp_path, script, *argv):
         ),
         (
             ["--config-name", "mae.yaml", "++maxepochs=3"],
-            "error: maxepochs: unknown key; did you mean 'max_epochs'?",
+            "error: maxepochs=3: unknown key; did you mean 'max_epochs'?",
         ),
     ],
 )
@@ -62,4 +62,6 @@ def test_main_linear_too(tmp_path):
 def test_unknown_top_level_key_is_a_short_line(tmp_path):
     with pytest.raises(ConfigError) as err:
         parse_cfg({**tiny_cfg(tmp_path), "zzz_unknown": 1})
-    assert str(err.value).startswith("zzz_unknown: unknown key; not one of the") and len(str(err.value)) < 120
+    assert (
+        str(err.value).startswith("zzz_unknown=1: unknown key; not one of the") and len(str(err.value)) < 120
+    )

@@ -14,9 +14,6 @@ from solo_ext.backbones.pos_embed import get_2d_sincos_pos_embed
 from solo_ext.backbones.vit import (
     _LayerNorm,
     build_blocks,
-    check_divides,
-    check_positive_int,
-    check_sincos_dim,
     init_mae_weights,
 )
 
@@ -47,13 +44,7 @@ class MAEDecoder(nn.Module):
         mlp_ratio: float = 4.0,
     ) -> None:
         super().__init__()
-        check_positive_int("method_kwargs.decoder_embed_dim", embed_dim)
-        check_positive_int("method_kwargs.decoder_depth", depth)
-        check_positive_int("method_kwargs.decoder_num_heads", num_heads)
-        check_divides(
-            "method_kwargs.decoder_num_heads", num_heads, "method_kwargs.decoder_embed_dim", embed_dim
-        )
-        check_sincos_dim("method_kwargs.decoder_embed_dim", embed_dim)
+        # sizes are checked where the config is declared (solo_ext.config)
         grid_size = math.isqrt(max(num_patches, 0))
         if num_patches <= 0 or grid_size * grid_size != num_patches:
             raise ValueError(f"num_patches={num_patches!r}: must be a square number of patches")

@@ -5,7 +5,6 @@ The parameter names are those of timm's ``VisionTransformer`` and of facebookres
 checkpoints, and solo-learn's, load by name. Mask convention everywhere: 1 = removed, 0 = kept.
 """
 
-import difflib
 import inspect
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from functools import partial
@@ -17,7 +16,6 @@ from timm.models.vision_transformer import Block
 from torch import Tensor, nn
 
 from solo_ext.backbones.pos_embed import get_2d_sincos_pos_embed
-from solo_ext.utils.errors import ConfigError
 
 # MAE's encoder norm; timm's VisionTransformer uses the same eps
 _LayerNorm = partial(nn.LayerNorm, eps=1e-6)
@@ -42,24 +40,6 @@ class MaskedViTOutput(NamedTuple):
     mask: Tensor | None
     ids_restore: Tensor | None
     blocks: tuple[Tensor, ...]
-
-
-def check_positive_int(key: str, value: object) -> None:
-    """Raise ConfigError unless ``value`` is an int > 0 (bools are rejected)."""
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise ConfigError(f"{key}={value!r}: must be a positive integer")
-
-
-def check_divides(key: str, divisor: int, of_key: str, value: int) -> None:
-    """Raise ConfigError (naming ``key``) unless ``divisor`` divides ``value``."""
-    if value % divisor != 0:
-        raise ConfigError(f"{key}={divisor!r}: must divide {of_key}={value!r}")
-
-
-def check_sincos_dim(key: str, value: int) -> None:
-    """Raise ConfigError unless ``value`` suits a 2-D sin-cos embedding (a multiple of 4)."""
-    if value % 4 != 0:
-        raise ConfigError(f"{key}={value!r}: must be divisible by 4 (2-D sin-cos positions)")
 
 
 def init_mae_weights(module: nn.Module) -> None:
@@ -129,29 +109,8 @@ class MaskedViT(nn.Module):
         drop_path_rate: float = 0.0,
     ) -> None:
         super().__init__()
-        for key, value in (
-            ("img_size", img_size),
-            ("patch_size", patch_size),
-            ("in_chans", in_chans),
-            ("embed_dim", embed_dim),
-            ("depth", depth),
-            ("num_heads", num_heads),
-        ):
-            check_positive_int(f"backbone.kwargs.{key}", value)
-        check_divides("backbone.kwargs.patch_size", patch_size, "backbone.kwargs.img_size", img_size)
-        check_divides("backbone.kwargs.num_heads", num_heads, "backbone.kwargs.embed_dim", embed_dim)
-        check_sincos_dim("backbone.kwargs.embed_dim", embed_dim)
-        if isinstance(mlp_ratio, bool) or not isinstance(mlp_ratio, int | float) or mlp_ratio <= 0:
-            raise ConfigError(f"backbone.kwargs.mlp_ratio={mlp_ratio!r}: must be a positive number")
-        if not isinstance(qkv_bias, bool):
-            raise ConfigError(f"backbone.kwargs.qkv_bias={qkv_bias!r}: must be true or false")
-        if (
-            isinstance(drop_path_rate, bool)
-            or not isinstance(drop_path_rate, int | float)
-            or not 0 <= drop_path_rate < 1
-        ):
-            raise ConfigError(f"backbone.kwargs.drop_path_rate={drop_path_rate!r}: must be in [0, 1)")
-
+        # the arguments are checked where the config is declared (solo_ext.config); impossible
+        # ones fail below with torch's or timm's own error
         self.img_size = img_size
         self.patch_size = patch_size
         self.embed_dim = embed_dim
@@ -283,51 +242,40 @@ class MaskedViT(nn.Module):
         raise ValueError(f"pool mode {mode!r}: must be one of {POOL_MODES}")
 
 
-def _factory(name: str, **defaults: object) -> Callable[..., MaskedViT]:
-    def make(**overrides: object) -> MaskedViT:
-        return MaskedViT(**{**defaults, **overrides})
-
-    make.__name__ = make.__qualname__ = name
-    sizes = ", ".join(f"{k}={v}" for k, v in defaults.items())
-    make.__doc__ = f"Masked ViT with {sizes}; any MaskedViT keyword may be overridden."
-    return make
-
-
-vit_tiny = _factory("vit_tiny", embed_dim=192, depth=12, num_heads=12)
+# Each backbone: MaskedViT's defaults with these sizes; any MaskedViT keyword may be overridden.
 # 12 heads for tiny and small, not timm's 3 and 6: solo-learn's MAE ViTs use 12, and the head
 # count changes the function without changing any parameter shape, so its checkpoints would load
 # silently into a 3/6-head model and compute something else.
-vit_small = _factory("vit_small", embed_dim=384, depth=12, num_heads=12)
-vit_base = _factory("vit_base", embed_dim=768, depth=12, num_heads=12)
-vit_large = _factory("vit_large", embed_dim=1024, depth=24, num_heads=16)
-vit_huge = _factory("vit_huge", embed_dim=1280, depth=32, num_heads=16, patch_size=14)
-
-BACKBONES: dict[str, Callable[..., MaskedViT]] = {
-    "vit_tiny": vit_tiny,
-    "vit_small": vit_small,
-    "vit_base": vit_base,
-    "vit_large": vit_large,
-    "vit_huge": vit_huge,
+BACKBONE_PRESETS: dict[str, dict[str, int]] = {
+    "vit_tiny": {"embed_dim": 192, "depth": 12, "num_heads": 12},
+    "vit_small": {"embed_dim": 384, "depth": 12, "num_heads": 12},
+    "vit_base": {"embed_dim": 768, "depth": 12, "num_heads": 12},
+    "vit_large": {"embed_dim": 1024, "depth": 24, "num_heads": 16},
+    "vit_huge": {"embed_dim": 1280, "depth": 32, "num_heads": 16, "patch_size": 14},
 }
-
 BACKBONE_KWARGS: tuple[str, ...] = tuple(inspect.signature(MaskedViT.__init__).parameters)[1:]
 
 
-def build_backbone(name: str, kwargs: Mapping[str, object] | None = None) -> MaskedViT:
-    """Build ``BACKBONES[name](**kwargs)`` from config values (``backbone.name``, ``backbone.kwargs``).
+def backbone_arguments(name: str, kwargs: Mapping[str, object] | None = None) -> dict[str, object]:
+    """Every MaskedViT argument of backbone ``name`` with ``kwargs`` overriding its preset."""
+    signature = inspect.signature(MaskedViT.__init__).parameters
+    defaults = {k: p.default for k, p in signature.items() if p.default is not inspect.Parameter.empty}
+    return {**defaults, **BACKBONE_PRESETS[name], **(kwargs or {})}
 
-    Raises:
-        ConfigError: unknown name (with the closest valid one) or unknown keyword.
-    """
-    if name not in BACKBONES:
-        close = difflib.get_close_matches(str(name), BACKBONES, n=1)
-        hint = f"; did you mean {close[0]!r}?" if close else ""
-        raise ConfigError(f"backbone.name={name!r}: unknown; valid: {', '.join(BACKBONES)}{hint}")
-    kwargs = dict(kwargs or {})
-    unknown = sorted(set(kwargs) - set(BACKBONE_KWARGS))
-    if unknown:
-        raise ConfigError(
-            f"backbone.kwargs={kwargs!r}: unknown key(s) {', '.join(unknown)}; "
-            f"allowed: {', '.join(BACKBONE_KWARGS)}"
-        )
-    return BACKBONES[name](**kwargs)
+
+def build_backbone(name: str, kwargs: Mapping[str, object] | None = None) -> MaskedViT:
+    """``MaskedViT`` of backbone ``name`` (a key of :data:`BACKBONE_PRESETS`) with ``kwargs``
+    overriding its preset sizes (``backbone.name``, ``backbone.kwargs``)."""
+    return MaskedViT(**backbone_arguments(name, kwargs))
+
+
+def _factory(name: str) -> Callable[..., MaskedViT]:
+    def make(**overrides: object) -> MaskedViT:
+        return build_backbone(name, overrides)
+
+    make.__name__ = make.__qualname__ = name
+    make.__doc__ = f"Masked ViT {name}; any MaskedViT keyword may be overridden."
+    return make
+
+
+BACKBONES: dict[str, Callable[..., MaskedViT]] = {name: _factory(name) for name in BACKBONE_PRESETS}

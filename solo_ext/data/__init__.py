@@ -4,7 +4,7 @@ Pretraining::
 
     pipelines = [
         NCropAugmentation(build_transform_pipeline(dataset, aug), aug["num_crops"])
-        for aug in (fill_augmentation_defaults(a, f"augmentations[{i}]", dataset) for i, a in enumerate(cfg))
+        for aug in (fill_augmentation_defaults(a, dataset) for a in cfg)
     ]
     ds = prepare_pretrain_dataset(dataset, FullTransformPipeline(pipelines), train_path, data_format)
     loader = prepare_dataloader(ds, batch_size, num_workers)
@@ -23,12 +23,11 @@ from solo_ext.data.augmentations import (
 )
 from solo_ext.data.datasets import (
     IndexedDataset,
-    check_fraction,
     prepare_classification_datasets,
     prepare_pretrain_dataset,
 )
-from solo_ext.data.info import DATASETS, DatasetInfo, check_dataset, dataset_mean_std, num_classes_of
-from solo_ext.data.loaders import DATA_FORMATS, check_data_format, prepare_dataloader
+from solo_ext.data.info import DATASETS, DatasetInfo, dataset_mean_std, num_classes_of
+from solo_ext.data.loaders import DATA_FORMATS, dali_installed, prepare_dataloader
 
 __all__ = [
     "DATASETS",
@@ -38,9 +37,7 @@ __all__ = [
     "IndexedDataset",
     "NCropAugmentation",
     "build_transform_pipeline",
-    "check_data_format",
-    "check_dataset",
-    "check_fraction",
+    "dali_installed",
     "dataset_mean_std",
     "fill_augmentation_defaults",
     "num_classes_of",

@@ -20,136 +20,111 @@ Each image yields ``num_crops`` crops per pipeline, pipelines in list order
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Callable, Mapping, Sequence
-from numbers import Real
+from typing import Annotated, Any, ClassVar
 
 import torch
 from PIL import Image, ImageFilter, ImageOps
+from pydantic import Field, model_validator
 from torchvision import transforms as T
 
-from solo_ext.data.info import check_dataset, dataset_mean_std
-from solo_ext.utils.errors import ConfigError
+from solo_ext.data.info import DATASETS, dataset_mean_std
+from solo_ext.utils.declared import FROM_LIST, Declared, number_in, plain
+from solo_ext.utils.errors import FieldError
 
-_SECTION_DEFAULTS = {
-    "rrc": {"enabled": True, "crop_min_scale": 0.08, "crop_max_scale": 1.0},
+Probability = number_in(0, 1)
+Strength = number_in(0)
+Scale = number_in(0, 1, low_open=True)
+Positive = number_in(0, low_open=True)
+
+
+class _Section(Declared):
+    where: ClassVar[str] = "an augmentation"
+
+
+class RandomResizedCropSpec(_Section):
+    enabled: bool = True
+    crop_min_scale: Scale = 0.08
+    crop_max_scale: Scale = 1.0
+
+    @model_validator(mode="after")
+    def _ordered(self) -> RandomResizedCropSpec:
+        if self.crop_min_scale > self.crop_max_scale:
+            raise FieldError(
+                "crop_max_scale",
+                self.crop_max_scale,
+                "must satisfy 0 < crop_min_scale <= crop_max_scale <= 1",
+            )
+        return self
+
+
+class _Random(_Section):
+    """An augmentation applied with probability ``prob``. solo-learn's recipes write ``enabled`` in
+    every section and its code reads it only for rrc; here ``enabled: False`` switches a section
+    off (its prob becomes 0), True leaves prob in charge."""
+
+    enabled: bool = Field(default=True, exclude=True)
+    prob: Probability = 0.0
+
+    @model_validator(mode="after")
+    def _switched_off(self) -> _Random:
+        if not self.enabled:
+            self.prob = 0.0
+        return self
+
+
+class ColorJitterSpec(_Random):
     # Jitter strengths of solo-learn's (BYOL-style) recipes; only used when prob > 0.
-    "color_jitter": {"prob": 0.0, "brightness": 0.4, "contrast": 0.4, "saturation": 0.2, "hue": 0.1},
-    "grayscale": {"prob": 0.0},
-    "gaussian_blur": {"prob": 0.0},
-    "solarization": {"prob": 0.0},
-    "equalization": {"prob": 0.0},
-    "horizontal_flip": {"prob": 0.5},
-}
-# crop_size None means "the dataset's default crop size" (DATASETS[dataset].crop_size).
-_SCALAR_DEFAULTS = {"crop_size": None, "num_crops": 1, "mean": None, "std": None}
-AUGMENTATION_KEYS = (*_SECTION_DEFAULTS, *_SCALAR_DEFAULTS)
+    brightness: Strength = 0.4
+    contrast: Strength = 0.4
+    saturation: Strength = 0.2
+    hue: number_in(0, 0.5) = 0.1
 
 
-def _fail(name: str, value, allowed: str):
-    raise ConfigError(f"{name}={value!r}: {allowed}")
+class FlipSpec(_Random):
+    prob: Probability = 0.5
 
 
-def _unknown_key(name: str, value, sub: str, allowed: Sequence[str]):
-    close = difflib.get_close_matches(sub, allowed, n=1)
-    hint = f"did you mean {close[0]!r}? " if close else ""
-    _fail(name, value, f"unknown key; {hint}allowed: {', '.join(allowed)}")
+RGB = Annotated[tuple[float, float, float], FROM_LIST]
+PositiveRGB = Annotated[tuple[Positive, Positive, Positive], FROM_LIST]
 
 
-def _real(name: str, value, lo: float, hi: float, allowed: str) -> float:
-    # bool is an int subclass; "True" as a probability is a typo, not 1.0.
-    if isinstance(value, bool) or not isinstance(value, Real) or not lo <= float(value) <= hi:
-        _fail(name, value, allowed)
-    return float(value)
+class AugmentationSpec(_Section):
+    """One pipeline of the ``augmentations`` list (solo-learn's schema); see the module docstring."""
+
+    rrc: RandomResizedCropSpec = RandomResizedCropSpec()
+    color_jitter: ColorJitterSpec = ColorJitterSpec()
+    grayscale: _Random = _Random()
+    gaussian_blur: _Random = _Random()
+    solarization: _Random = _Random()
+    equalization: _Random = _Random()
+    horizontal_flip: FlipSpec = FlipSpec()
+    # None: the dataset's default crop size (DATASETS[dataset].crop_size)
+    crop_size: number_in(1, integer=True) | None = None
+    num_crops: number_in(1, integer=True) = 1
+    # per-channel statistics, only used by the custom dataset
+    mean: RGB | None = None
+    std: PositiveRGB | None = None
 
 
-def _positive_int(name: str, value) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        _fail(name, value, "must be an integer >= 1")
-    return int(value)
+AUGMENTATION_KEYS = tuple(AugmentationSpec.model_fields)
 
 
-def _channel_stats(name: str, value, positive: bool) -> tuple[float, float, float] | None:
-    if value is None:
-        return None
-    allowed = f"must be null or 3 {'positive ' if positive else ''}numbers (one per RGB channel)"
-    if isinstance(value, str) or not isinstance(value, Sequence) or len(value) != 3:
-        _fail(name, value, allowed)
-    numbers = [v for v in value if isinstance(v, Real) and not isinstance(v, bool)]
-    if len(numbers) != 3 or (positive and min(numbers) <= 0):
-        _fail(name, value, allowed)
-    return tuple(float(v) for v in numbers)
-
-
-def _fill_section(key: str, section: str, given) -> dict:
-    defaults = _SECTION_DEFAULTS[section]
-    name = f"{key}.{section}"
-    if not isinstance(given, Mapping):
-        _fail(name, given, f"must be a mapping with keys {', '.join(defaults)}")
-    # solo-learn's recipes write ``enabled`` in every section, and its code reads it only for rrc;
-    # here ``enabled: False`` switches a section off (its prob becomes 0), True leaves prob in charge.
-    allowed = list(defaults) if "enabled" in defaults else ["enabled", *defaults]
-    for sub, value in given.items():
-        if sub not in allowed:
-            _unknown_key(f"{name}.{sub}", value, str(sub), allowed)
-    out = {**defaults, **given}
-    for sub, value in out.items():
-        if sub == "enabled":
-            if not isinstance(value, bool):
-                _fail(f"{name}.enabled", value, "must be True or False")
-        elif sub == "prob":
-            out[sub] = _real(f"{name}.prob", value, 0.0, 1.0, "must be a probability in [0, 1]")
-        elif sub == "hue":
-            out[sub] = _real(f"{name}.hue", value, 0.0, 0.5, "must be in [0, 0.5]")
-        elif sub in ("brightness", "contrast", "saturation"):
-            out[sub] = _real(f"{name}.{sub}", value, 0.0, float("inf"), "must be a number >= 0")
-    if section != "rrc" and out.pop("enabled", True) is False:
-        out["prob"] = 0.0
-    if section == "rrc":
-        allowed = "must satisfy 0 < crop_min_scale <= crop_max_scale <= 1"
-        low = _real(f"{name}.crop_min_scale", out["crop_min_scale"], 0.0, 1.0, allowed)
-        high = _real(f"{name}.crop_max_scale", out["crop_max_scale"], 0.0, 1.0, allowed)
-        if low <= 0.0:
-            _fail(f"{name}.crop_min_scale", out["crop_min_scale"], allowed)
-        if low > high:
-            _fail(f"{name}.crop_max_scale", out["crop_max_scale"], allowed)
-        out["crop_min_scale"], out["crop_max_scale"] = low, high
-    return out
-
-
-def fill_augmentation_defaults(aug_cfg: Mapping, key: str, dataset: str | None = None) -> dict:
+def fill_augmentation_defaults(aug_cfg: Mapping[str, Any], dataset: str | None = None) -> dict:
     """One ``augmentations`` entry with every key present, validated, as plain Python values.
 
-    Missing keys take the defaults shown in this module's docstring. ``crop_size`` left unset is
-    filled with the dataset's default crop size when ``dataset`` is given and stays None (resolved
-    by :func:`build_transform_pipeline`) otherwise.
-
-    Args:
-        aug_cfg: the entry (dict or OmegaConf DictConfig).
-        key: its position in the config, e.g. ``"augmentations[0]"``, used in error messages.
-        dataset: optional dataset name, to fill ``crop_size``.
-
-    Returns:
-        A new dict; sections are dicts, ``mean``/``std`` tuples of 3 floats or None.
+    Missing keys take :class:`AugmentationSpec`'s defaults; ``crop_size`` left unset is the
+    dataset's default crop size when ``dataset`` is given, else None. Sections are dicts,
+    ``mean``/``std`` tuples of 3 floats or None.
 
     Raises:
-        ConfigError: one line ``<key>.<sub>=<value!r>: <what is allowed>`` for an unknown key
-            (with the closest valid one), a probability outside [0, 1], ``crop_size`` or
-            ``num_crops`` below 1, or scales outside ``0 < min <= max <= 1``.
+        pydantic.ValidationError: an unknown key, a probability outside [0, 1], ``crop_size`` or
+            ``num_crops`` below 1, scales outside ``0 < min <= max <= 1`` (``solo_ext.config``
+            words it as one line).
     """
-    if not isinstance(aug_cfg, Mapping):
-        _fail(key, aug_cfg, f"must be a mapping with keys {', '.join(AUGMENTATION_KEYS)}")
-    for sub, value in aug_cfg.items():
-        if sub not in AUGMENTATION_KEYS:
-            _unknown_key(f"{key}.{sub}", value, str(sub), AUGMENTATION_KEYS)
-    out = {section: _fill_section(key, section, aug_cfg.get(section, {})) for section in _SECTION_DEFAULTS}
-    crop_size = aug_cfg.get("crop_size")
-    if crop_size is None and dataset is not None:
-        crop_size = check_dataset(dataset).crop_size
-    out["crop_size"] = None if crop_size is None else _positive_int(f"{key}.crop_size", crop_size)
-    out["num_crops"] = _positive_int(f"{key}.num_crops", aug_cfg.get("num_crops", 1))
-    out["mean"] = _channel_stats(f"{key}.mean", aug_cfg.get("mean"), positive=False)
-    out["std"] = _channel_stats(f"{key}.std", aug_cfg.get("std"), positive=True)
+    out = AugmentationSpec.model_validate(plain(aug_cfg)).model_dump()
+    if out["crop_size"] is None and dataset is not None:
+        out["crop_size"] = DATASETS[dataset].crop_size
     return out
 
 
@@ -197,7 +172,7 @@ def build_transform_pipeline(dataset: str, aug_cfg: Mapping) -> Callable:
     Equalization, HorizontalFlip; then ToTensor and Normalize with the dataset's mean/std (else
     the entry's ``mean``/``std``, else ImageNet's; see :func:`dataset_mean_std`).
     """
-    cfg = fill_augmentation_defaults(aug_cfg, "augmentations", dataset)
+    cfg = fill_augmentation_defaults(aug_cfg, dataset)
     size = cfg["crop_size"]
     bicubic = T.InterpolationMode.BICUBIC
     rrc = cfg["rrc"]
@@ -285,8 +260,8 @@ def prepare_transforms(
     Resizing is bicubic (MAE's probe). Normalisation: :func:`dataset_mean_std` (``aug_cfg``
     supplies mean/std for custom).
     """
-    info = check_dataset(dataset)
-    size = info.crop_size if crop_size is None else _positive_int("crop_size", crop_size)
+    info = DATASETS[dataset]
+    size = info.crop_size if crop_size is None else crop_size
     normalize = [T.ToTensor(), T.Normalize(*dataset_mean_std(dataset, aug_cfg))]
     # bicubic throughout, as MAE's linear probe and fine-tuning transforms
     bicubic = T.InterpolationMode.BICUBIC

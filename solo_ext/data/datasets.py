@@ -17,7 +17,6 @@ Where the data comes from:
 from __future__ import annotations
 
 from collections.abc import Callable
-from numbers import Real
 
 import numpy as np
 from sklearn.model_selection import train_test_split
@@ -31,9 +30,8 @@ from solo_ext.data.folders import (
     flat_folder_dataset,
     tiny_imagenet_val_dataset,
 )
-from solo_ext.data.info import check_dataset
-from solo_ext.data.loaders import check_data_format
-from solo_ext.utils.errors import ConfigError, DataError
+from solo_ext.data.info import DATASETS
+from solo_ext.utils.errors import DataError
 
 FRACTION_SEED = 42
 
@@ -59,18 +57,6 @@ class IndexedDataset(Dataset):
         return index, x, -1 if self.hide_labels else target
 
 
-def check_fraction(fraction: float, key: str = "data.fraction") -> float:
-    """``fraction`` if it is -1 or 1 (all data) or in (0, 1); ConfigError naming ``key`` otherwise."""
-    valid = (
-        isinstance(fraction, Real)
-        and not isinstance(fraction, bool)
-        and (fraction in (-1, 1) or 0 < fraction < 1)
-    )
-    if not valid:
-        raise ConfigError(f"{key}={fraction!r}: must be -1 or 1 (all data) or in (0, 1)")
-    return float(fraction)
-
-
 def _targets(ds: Dataset) -> list[int]:
     # ImageSamples and torchvision's CIFARs call them targets, STL10 labels.
     targets = ds.targets if hasattr(ds, "targets") else ds.labels
@@ -85,9 +71,8 @@ def take_fraction(ds: Dataset, fraction: float, stratified: bool = True) -> Data
     random subset when ``stratified`` is False (no labels). -1 or 1 returns ``ds`` itself.
 
     Raises:
-        ConfigError: invalid fraction, or one too small to keep a sample of every class.
+        DataError: a fraction too small to keep a sample of every class.
     """
-    fraction = check_fraction(fraction)
     if fraction in (-1.0, 1.0):
         return ds
     try:
@@ -98,7 +83,7 @@ def take_fraction(ds: Dataset, fraction: float, stratified: bool = True) -> Data
             random_state=FRACTION_SEED,
         )
     except ValueError as exc:
-        raise ConfigError(f"data.fraction={fraction!r}: cannot take it of {len(ds)} images: {exc}") from exc
+        raise DataError(f"data.fraction={fraction!r}: cannot take it of {len(ds)} images: {exc}") from exc
     indices = sorted(int(i) for i in kept)
     return ds.subset(indices) if isinstance(ds, ImageSamples) else Subset(ds, indices)
 
@@ -130,18 +115,15 @@ def prepare_pretrain_dataset(
         train_path: dataset root (cifar/stl) or train folder; default
             ``DATASETS[dataset].train_path`` (under ``./datasets``); ignored for digits.
         data_format: ``image_folder``, ``ram_image_folder`` (decode every image once, now) or
-            ``dali`` (see :func:`~solo_ext.data.loaders.check_data_format`).
+            ``dali``.
         no_labels: ``custom`` reads any folder of images; other datasets hide their labels.
         fraction: stratified subset in (0, 1); -1 or 1 for all.
         download: cifar/stl only: download into ``train_path`` when the files are missing.
 
     Raises:
-        ConfigError: unknown dataset, format or fraction.
         DataError: missing or malformed folders, failed download, undecodable image.
     """
-    info = check_dataset(dataset)
-    data_format = check_data_format(data_format)
-    check_fraction(fraction)
+    info = DATASETS[dataset]
     root = train_path if train_path is not None else info.train_path
     key = "data.train_path"
     if dataset in TORCHVISION_DATASETS:
@@ -175,13 +157,10 @@ def prepare_classification_datasets(
     val folder. Digits ignore both paths (1,437 train / 360 val images).
 
     Raises:
-        ConfigError: unknown dataset, format or fraction.
         DataError: missing or malformed folders (``custom`` without ``val_path`` included),
             failed download, undecodable image.
     """
-    info = check_dataset(dataset)
-    data_format = check_data_format(data_format)
-    check_fraction(fraction)
+    info = DATASETS[dataset]
     train_root = train_path if train_path is not None else info.train_path
     val_root = val_path if val_path is not None else info.val_path
     if dataset in TORCHVISION_DATASETS:

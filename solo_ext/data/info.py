@@ -7,12 +7,10 @@ offline demo dataset, scikit-learn's 8x8 digits upscaled to 32x32).
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Mapping
 from dataclasses import dataclass
 
 from solo_ext.data.folders import find_classes
-from solo_ext.utils.errors import ConfigError
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -92,15 +90,6 @@ DATASETS: dict[str, DatasetInfo] = {
 }
 
 
-def check_dataset(dataset: str, key: str = "data.dataset") -> DatasetInfo:
-    """Return the info of ``dataset``; ConfigError naming ``key`` if the name is unknown."""
-    if dataset in DATASETS:
-        return DATASETS[dataset]
-    close = difflib.get_close_matches(str(dataset), DATASETS, n=1)
-    hint = f"did you mean {close[0]!r}? " if close else ""
-    raise ConfigError(f"{key}={dataset!r}: {hint}must be one of {', '.join(DATASETS)}")
-
-
 def dataset_mean_std(
     dataset: str, aug_cfg: Mapping | None = None
 ) -> tuple[tuple[float, ...], tuple[float, ...]]:
@@ -112,7 +101,7 @@ def dataset_mean_std(
     Returns:
         (mean, std), each a tuple of 3 floats for images in [0, 1].
     """
-    info = check_dataset(dataset)
+    info = DATASETS[dataset]
     if info.mean is not None:
         return info.mean, info.std
     aug_cfg = aug_cfg or {}
@@ -131,10 +120,9 @@ def num_classes_of(dataset: str, train_path: str | None, no_labels: bool = False
     ``./datasets``), or None when ``no_labels`` (a flat folder of unlabelled images).
 
     Raises:
-        ConfigError: unknown dataset name.
         DataError: ``custom`` train folder missing or without class folders.
     """
-    info = check_dataset(dataset)
+    info = DATASETS[dataset]
     if info.num_classes is not None:
         return info.num_classes
     if no_labels:

@@ -103,12 +103,6 @@ class BaseMethod(pl.LightningModule):
         function is an attribute, not a submodule, so state-dict keys stay as they are."""
         self.backbone.forward_features = torch.compile(self.backbone.forward_features)
 
-    # ----------------------------------------------------------------- config
-    @staticmethod
-    def parse_method_kwargs(method_kwargs: dict, backbone: nn.Module) -> dict:
-        """Fill and check ``method_kwargs`` (overridden by each method)."""
-        return method_kwargs
-
     # ----------------------------------------------------------------- features
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Features (N, D) of full, unmasked images: the cls token, or the mean patch token."""

@@ -85,7 +85,7 @@ class LinearModel(pl.LightningModule):
 
     Args:
         backbone: the ViT, pretrained weights already loaded.
-        cfg: a config from :func:`solo_ext.args.linear.parse_cfg`.
+        cfg: a config from :func:`solo_ext.config.linear.parse_cfg`.
     """
 
     def __init__(self, backbone: MaskedViT, cfg: DictConfig):

@@ -5,9 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-from torch import nn
 
-from solo_ext.args.checks import check_bool, check_choice, check_keys, check_number
 from solo_ext.backbones.decoder import MAEDecoder
 from solo_ext.losses.mae import mae_loss_func
 from solo_ext.methods.base import BaseMethod
@@ -16,63 +14,11 @@ from solo_ext.utils.checkpoint_loading import (
     load_backbone_weights,
     load_strict,
     read_checkpoint,
-    resolve_weights_path,
 )
-from solo_ext.utils.errors import ConfigError
 from solo_ext.utils.index_noise import index_noise
-
-MAE_DEFAULTS = {
-    "decoder_embed_dim": 512,
-    "decoder_depth": 8,
-    "decoder_num_heads": 16,
-    "mask_ratio": 0.75,
-    "norm_pix_loss": False,
-    "online_features": "cls",
-    # Masks drawn from (seed, epoch, crop, sample index) instead of the RNG: the same sample gets
-    # the same mask whatever the number of processes (used to prove DDP equivalence).
-    "index_masks": False,
-    # Train the online probe on features of the full, unmasked crop (one extra no-grad encoder
-    # pass) instead of the masked pass's: the probe then sees in training what it is evaluated on.
-    "online_clean_features": False,
-    "online_batchnorm": False,
-    # continue pretraining from these weights: a run folder or checkpoint of ours or solo-learn's,
-    # facebookresearch/mae's checkpoint, a timm/safetensors file, or a Hugging Face ViTMAE folder
-    # (or a solo_ext.export folder); the encoder and, where present, the decoder, loaded strictly
-    "init_from": None,
-}
 
 
 class MAE(BaseMethod):
-    kwargs_defaults = MAE_DEFAULTS
-    # Keys other recipes carry that this method reads elsewhere or not at all.
-    kwargs_ignored: frozenset[str] = frozenset()
-
-    @classmethod
-    def parse_method_kwargs(cls, method_kwargs: dict, backbone: nn.Module) -> dict:
-        mk = {**cls.kwargs_defaults, **method_kwargs}
-        check_keys("method_kwargs", mk, set(cls.kwargs_defaults) | cls.kwargs_ignored)
-        for key in ("decoder_embed_dim", "decoder_depth", "decoder_num_heads"):
-            check_number(f"method_kwargs.{key}", mk[key], low=1, integer=True)
-        if mk["decoder_embed_dim"] % mk["decoder_num_heads"]:
-            raise ConfigError(
-                f"method_kwargs.decoder_num_heads={mk['decoder_num_heads']!r}: must divide "
-                f"decoder_embed_dim={mk['decoder_embed_dim']}"
-            )
-        check_number("method_kwargs.mask_ratio", mk["mask_ratio"], low=0, high=1, high_open=True)
-        if int(backbone.num_patches * (1 - mk["mask_ratio"])) < 1:
-            raise ConfigError(
-                f"method_kwargs.mask_ratio={mk['mask_ratio']!r}: keeps no patch of {backbone.num_patches}; "
-                "must leave at least one visible"
-            )
-        check_bool("method_kwargs.norm_pix_loss", mk["norm_pix_loss"])
-        check_bool("method_kwargs.index_masks", mk["index_masks"])
-        check_bool("method_kwargs.online_clean_features", mk["online_clean_features"])
-        check_bool("method_kwargs.online_batchnorm", mk["online_batchnorm"])
-        check_choice("method_kwargs.online_features", mk["online_features"], ("cls", "mean"))
-        if mk["init_from"] is not None:
-            mk["init_from"] = resolve_weights_path("method_kwargs.init_from", mk["init_from"])
-        return mk
-
     def __init__(self, cfg):
         super().__init__(cfg)
         mk = cfg.method_kwargs

@@ -11,24 +11,55 @@ tokens before the final norm, what MAGMA uses). Its weight comes from a stateles
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, ClassVar, Literal
 
 import torch
+from pydantic import Field, ValidationInfo, model_validator
 
-from solo_ext.args.checks import check_bool, check_choice, check_keys, check_number
-from solo_ext.schedulers.weights import build_weight_schedule
+from solo_ext.schedulers.weights import ConstantWeight, ScheduleSpec
+from solo_ext.utils.declared import Declared, number_in, plain
 from solo_ext.utils.dist import gather
-from solo_ext.utils.errors import ConfigError
+from solo_ext.utils.errors import NO_VALUE, FieldError
 
-COMMON_KEYS = {"weight", "scheduler", "features", "gather"}
+# a block index, counted from the end when negative (checked against the backbone's depth)
+BlockIndex = int
+Features = Literal["cls", "mean"] | BlockIndex
 
 
-def normalise_block(key: str, index: Any, depth: int) -> int:
-    """A block index in [-depth, depth) as a non-negative index."""
-    check_number(key, index, integer=True)
+def normalise_block(field: str, index: int, depth: int | None) -> int:
+    """A block index in [-depth, depth) as a non-negative index (left as given when the depth
+    is unknown, i.e. when a stored, already normalised spec is read back)."""
+    if depth is None:
+        return index
     if not -depth <= index < depth:
-        raise ConfigError(f"{key}={index!r}: the backbone has {depth} blocks; allowed {-depth}..{depth - 1}")
+        raise FieldError(field, index, f"the backbone has {depth} blocks; allowed {-depth}..{depth - 1}")
     return index % depth
+
+
+class RegularizerSpec(Declared):
+    """One ``method_kwargs.regularizers.<name>`` block: its weight, as a constant ``weight`` or a
+    ``scheduler`` (exactly one), which ``features`` it reads and whether it ``gather``s them over
+    processes; subclasses add their own parameters. Validated with the backbone's ``depth`` in
+    the validation context, block indices come out non-negative."""
+
+    where: ClassVar[str] = "a regularizer"
+
+    weight: number_in(0) | None = Field(default=None, exclude=True)
+    scheduler: ScheduleSpec | None = None
+    features: Features = "cls"
+    gather: bool = True
+
+    @model_validator(mode="after")
+    def _one_weight(self, info: ValidationInfo) -> RegularizerSpec:
+        if (self.weight is None) == (self.scheduler is None):
+            raise FieldError(
+                "weight", NO_VALUE, "give exactly one of weight (a constant) or scheduler (a schedule)"
+            )
+        if self.weight is not None:
+            self.scheduler, self.weight = ConstantWeight(weight=self.weight), None
+        if isinstance(self.features, int):
+            self.features = normalise_block("features", self.features, (info.context or {}).get("depth"))
+        return self
 
 
 def feature_of(out: Mapping, features: str | int, block_positions: Mapping[int, int]) -> torch.Tensor:
@@ -56,57 +87,19 @@ def regularized_features(
 
 
 class Regularizer:
-    """Subclasses set ``name``, ``params`` (their own keys with defaults), ``default_features``,
-    ``default_gather`` and implement ``loss``."""
+    """Subclasses set ``name`` and ``Spec`` (their declared block) and implement ``__call__``."""
 
     name: str = ""
-    params: dict[str, Any] = {}
-    default_features: str | int = "cls"
-    default_gather = True
+    Spec: ClassVar[type[RegularizerSpec]] = RegularizerSpec
 
-    @classmethod
-    def parse(cls, spec: Mapping, key: str, depth: int) -> dict:
-        """Fill defaults and check one ``method_kwargs.regularizers.<name>`` block; returns the
-        resolved block (its weight always as a ``scheduler`` mapping)."""
-        if not isinstance(spec, Mapping):
-            raise ConfigError(f"{key}={spec!r}: must be a mapping")
-        spec = dict(spec)
-        check_keys(key, spec, COMMON_KEYS | set(cls.params))
-        if ("weight" in spec) == ("scheduler" in spec):
-            raise ConfigError(f"{key}: give exactly one of weight (a constant) or scheduler (a schedule)")
-        if "weight" in spec:
-            check_number(f"{key}.weight", spec["weight"], low=0)
-            spec["scheduler"] = {"name": "constant", "weight": spec.pop("weight")}
-        sched = spec["scheduler"]
-        if not isinstance(sched, Mapping):
-            raise ConfigError(f"{key}.scheduler={sched!r}: must be a mapping with a name")
-        sched = dict(sched)
-        sched.setdefault("interval", "epoch")
-        check_choice(f"{key}.scheduler.interval", sched["interval"], ("epoch", "step"))
-        build_schedule(sched, f"{key}.scheduler")
-        spec["scheduler"] = sched
-        features = spec.get("features", cls.default_features)
-        if isinstance(features, str):
-            check_choice(f"{key}.features", features, ("cls", "mean"))
-        else:
-            features = normalise_block(f"{key}.features", features, depth)
-        spec["features"] = features
-        spec["gather"] = check_bool(f"{key}.gather", spec.get("gather", cls.default_gather))
-        for param, default in cls.params.items():
-            spec.setdefault(param, default)
-        return cls.check_params(spec, key, depth)
-
-    @classmethod
-    def check_params(cls, spec: dict, key: str, depth: int) -> dict:
-        return spec
-
-    def __init__(self, spec: Mapping):
-        self.spec = dict(spec)
-        sched = dict(spec["scheduler"])
-        self.per_step = sched["interval"] == "step"
-        self.schedule = build_schedule(sched, f"regularizers.{self.name}.scheduler")
-        self.features = spec["features"]
-        self.gather = spec["gather"]
+    def __init__(self, spec: RegularizerSpec | Mapping[str, Any]):
+        if not isinstance(spec, RegularizerSpec):  # a stored block (args.json, a checkpoint)
+            spec = self.Spec.model_validate(plain(spec))
+        self.spec = spec.model_dump()
+        self.schedule = spec.scheduler
+        self.per_step = spec.scheduler.interval == "step"
+        self.features = spec.features
+        self.gather = spec.gather
 
     def weight(self, step: int, epoch: int, epoch_fraction: float) -> float:
         return self.schedule(step, epoch + epoch_fraction if self.per_step else epoch)
@@ -121,11 +114,3 @@ class Regularizer:
     def __call__(self, out: Mapping, block_positions: Mapping[int, int]) -> tuple[torch.Tensor, dict]:
         """(raw loss, extra values to log) for one large crop."""
         raise NotImplementedError
-
-
-def build_schedule(sched: Any, key: str):
-    """The weight schedule of a regularizer's ``scheduler`` block; its ``interval`` key says how
-    the epoch is counted (per epoch or per step), not the schedule's shape, so it is left out."""
-    if isinstance(sched, Mapping):
-        sched = {k: v for k, v in sched.items() if k != "interval"}
-    return build_weight_schedule(sched, key)

@@ -6,42 +6,51 @@ tr(YᵀLY)/b² with L the normalised graph Laplacian. Per process by default, as
 ``gather: true`` builds the graph over the global batch.
 """
 
-import torch
+from __future__ import annotations
 
-from solo_ext.args.checks import check_bool, check_number
+from typing import Annotated, ClassVar
+
+import torch
+from pydantic import Field, ValidationInfo, model_validator
+
 from solo_ext.losses.magma import magma_loss
-from solo_ext.regularizers.base import Regularizer, normalise_block, regularized_features
-from solo_ext.utils.errors import ConfigError
+from solo_ext.regularizers.base import (
+    BlockIndex,
+    Regularizer,
+    RegularizerSpec,
+    normalise_block,
+    regularized_features,
+)
+from solo_ext.utils.declared import number_in
+from solo_ext.utils.errors import FieldError
+
+Positive = number_in(0, low_open=True)
+
+
+class MagmaSpec(RegularizerSpec):
+    layers: Annotated[list[BlockIndex], Field(min_length=1)]
+    target_layer: BlockIndex = -1
+    rbf_scale: Positive = 1.0
+    fixed_gamma: Positive | None = None
+    scale_euclidean_distance: bool = False
+    gather: bool = False
+
+    @model_validator(mode="after")
+    def _blocks(self, info: ValidationInfo) -> MagmaSpec:
+        depth = (info.context or {}).get("depth")
+        target = normalise_block("target_layer", self.target_layer, depth)
+        given = self.layers
+        layers = [normalise_block(f"layers[{i}]", layer, depth) for i, layer in enumerate(given)]
+        # As in MAGMA's code, the target block itself contributes no term.
+        self.layers, self.target_layer = sorted(set(layers) - {target}), target
+        if not self.layers:
+            raise FieldError("layers", given, f"holds only the target block {target}")
+        return self
 
 
 class Magma(Regularizer):
     name = "magma"
-    params = {
-        "layers": [],
-        "target_layer": -1,
-        "rbf_scale": 1.0,
-        "fixed_gamma": None,
-        "scale_euclidean_distance": False,
-    }
-    default_gather = False
-
-    @classmethod
-    def check_params(cls, spec, key, depth):
-        layers = spec["layers"]
-        if not isinstance(layers, list | tuple) or not layers:
-            raise ConfigError(f"{key}.layers={layers!r}: must be a non-empty list of block indices")
-        target = normalise_block(f"{key}.target_layer", spec["target_layer"], depth)
-        layers = [normalise_block(f"{key}.layers[{i}]", layer, depth) for i, layer in enumerate(layers)]
-        # As in MAGMA's code, the target block itself contributes no term.
-        layers = sorted(set(layers) - {target})
-        if not layers:
-            raise ConfigError(f"{key}.layers={spec['layers']!r}: holds only the target block {target}")
-        spec["layers"], spec["target_layer"] = layers, target
-        check_number(f"{key}.rbf_scale", spec["rbf_scale"], low=0, low_open=True)
-        if spec["fixed_gamma"] is not None:
-            check_number(f"{key}.fixed_gamma", spec["fixed_gamma"], low=0, low_open=True)
-        check_bool(f"{key}.scale_euclidean_distance", spec["scale_euclidean_distance"])
-        return spec
+    Spec: ClassVar[type[RegularizerSpec]] = MagmaSpec
 
     def blocks(self):
         return set(self.spec["layers"]) | {self.spec["target_layer"]}

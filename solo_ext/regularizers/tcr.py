@@ -1,19 +1,20 @@
 """M-MAE's total-coding-rate regularizer (Tan et al., ICML 2024): -logdet(I + mu/d · ZᵀZ)."""
 
-from solo_ext.args.checks import check_bool, check_number
+from typing import ClassVar
+
 from solo_ext.losses.tcr import tcr_loss
-from solo_ext.regularizers.base import Regularizer
+from solo_ext.regularizers.base import Regularizer, RegularizerSpec
+from solo_ext.utils.declared import number_in
+
+
+class TCRSpec(RegularizerSpec):
+    mu: number_in(0, low_open=True) = 1.0
+    centering: bool = False
 
 
 class TCR(Regularizer):
     name = "tcr"
-    params = {"mu": 1.0, "centering": False}
-
-    @classmethod
-    def check_params(cls, spec, key, depth):
-        check_number(f"{key}.mu", spec["mu"], low=0, low_open=True)
-        check_bool(f"{key}.centering", spec["centering"])
-        return spec
+    Spec: ClassVar[type[RegularizerSpec]] = TCRSpec
 
     def __call__(self, out, block_positions):
         z = self.features_of(out, block_positions)

@@ -1,10 +1,10 @@
 """Regularizer weight schedules: stateless maps (global step, epoch) -> weight.
 
-Each schedule is a frozen dataclass called as ``schedule(step, epoch)`` and returning a Python
-float. The epoch may be fractional (global_step / steps_per_epoch) for per-step schedules; all the
-schedules here are defined on the epoch axis, and ``step`` is part of the signature so that every
-schedule, present or future, is called the same way. Being pure functions of their arguments, they
-give the same weights after a resume.
+Each schedule is a frozen, declared (pydantic) model called as ``schedule(step, epoch)`` and
+returning a Python float. The epoch may be fractional (global_step / steps_per_epoch) for
+per-step schedules; all the schedules here are defined on the epoch axis, and ``step`` is part
+of the signature so that every schedule, present or future, is called the same way. Being pure
+functions of their arguments, they give the same weights after a resume.
 
 The names and parameters are those of the MAGMA code (``reg_scheduler``) with its bugs fixed: the
 ``step`` schedule no longer mutates itself or pops from the config list, its 5-epoch warm-up is a
@@ -12,313 +12,252 @@ parameter, and the ``interval`` schedule needs no max_epochs table (MAGMA's tabl
 for an interval ending after max_epochs, and its guard ``epoch > max_epochs``, meant as ``>=``,
 lets epoch == max_epochs index past it). ``linear`` and ``cosine`` ramps are added.
 
-Invalid parameters raise :class:`~solo_ext.utils.errors.ConfigError` with one line
-``<param>=<value!r>: <what is allowed>``; :func:`build_weight_schedule` prefixes the config key.
+Each schedule declares its parameters once, as typed fields (epochs >= 0, weights finite, epochs
+in order); invalid ones raise pydantic's ValidationError, which the config layer words as one line
+under the user's key.
 """
 
-import dataclasses
-import difflib
-import math
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
-from numbers import Real
-from typing import Any, ClassVar, Protocol
+from __future__ import annotations
 
-from solo_ext.utils.errors import ConfigError
+import math
+from collections.abc import Callable, Mapping
+from typing import Annotated, Any, ClassVar, Literal, Protocol, Union
+
+from pydantic import Discriminator, Field, Tag, TypeAdapter, model_validator
+
+from solo_ext.utils.declared import FROM_LIST, Declared, number_in, plain
+from solo_ext.utils.errors import FieldError
+
+# an epoch on the schedule's axis: finite and >= 0; a weight: any finite number
+Epoch = number_in(0)
+Weight = Annotated[float, Field(allow_inf_nan=False)]
 
 
 class WeightSchedule(Protocol):
     def __call__(self, step: int, epoch: float) -> float: ...
 
 
-def _number(param: str, value: Any, *, non_negative: bool = False) -> float:
-    if isinstance(value, bool) or not isinstance(value, Real):
-        raise ConfigError(f"{param}={value!r}: must be a number (int or float), not {type(value).__name__}")
-    if not math.isfinite(value):
-        raise ConfigError(f"{param}={value!r}: must be finite")
-    if non_negative and value < 0:
-        raise ConfigError(f"{param}={value!r}: must be >= 0")
-    return float(value)
-
-
-def _epoch(param: str, value: Any) -> float:
-    return _number(param, value, non_negative=True)
-
-
-def _sequence(param: str, value: Any) -> Sequence:
-    if isinstance(value, str | bytes) or not isinstance(value, Sequence):
-        raise ConfigError(f"{param}={value!r}: must be a list, not {type(value).__name__}")
-    return value
-
-
-def _ordered(names: Sequence[str], values: Sequence[Real]) -> None:
-    """Raise unless values (already checked to be numbers) are non-decreasing, naming the first
-    parameter that breaks the order."""
-    for i in range(1, len(values)):
-        if values[i] < values[i - 1]:
-            chain = " <= ".join(names)
-            raise ConfigError(
-                f"{names[i]}={values[i]!r}: must satisfy {chain}, but {names[i - 1]}={values[i - 1]!r}"
-            )
-
-
 def _lerp(start: float, end: float, fraction: float) -> float:
     return start + (end - start) * fraction
 
 
-def _set(schedule: object, **values: Any) -> None:
-    # frozen dataclasses store their normalised fields through object.__setattr__
-    for name, value in values.items():
-        object.__setattr__(schedule, name, value)
+def _ordered(schedule: Declared, names: tuple[str, ...]) -> None:
+    """Refuse epochs out of order, naming the first that breaks ``names[0] <= names[1] <= ...``."""
+    for before, name in zip(names, names[1:]):
+        if getattr(schedule, name) < getattr(schedule, before):
+            raise FieldError(
+                name,
+                getattr(schedule, name),
+                f"must satisfy {' <= '.join(names)}, but {before}={getattr(schedule, before):g}",
+            )
 
 
-@dataclass(frozen=True)
-class ConstantWeight:
+class _Schedule(Declared):
+    """A frozen, declared schedule; ``interval`` says how the epoch is counted where it is used
+    (``epoch``: whole epochs, ``step``: the fraction of the epoch included), not its shape."""
+
+    model_config = {**Declared.model_config, "frozen": True}
+    where: ClassVar[str] = "the schedule"
+
+    interval: Literal["epoch", "step"] = "epoch"
+
+
+class ConstantWeight(_Schedule):
     """``weight`` at every epoch."""
 
-    weight: float
-
-    def __post_init__(self) -> None:
-        _set(self, weight=_number("weight", self.weight))
+    name: Literal["constant"] = "constant"
+    weight: Weight
 
     def __call__(self, step: int, epoch: float) -> float:
-        return self.weight
+        return float(self.weight)
 
 
-@dataclass(frozen=True)
-class WarmupWeight:
+class WarmupWeight(_Schedule):
     """``base_weight`` before ``warmup_epochs``, then ``weight`` for ``reg_epochs`` epochs (None: for
     ever), then ``base_weight`` again."""
 
-    warmup_epochs: float
-    weight: float
-    base_weight: float = 0.0
-    reg_epochs: float | None = None
-
-    def __post_init__(self) -> None:
-        _set(
-            self,
-            warmup_epochs=_epoch("warmup_epochs", self.warmup_epochs),
-            weight=_number("weight", self.weight),
-            base_weight=_number("base_weight", self.base_weight),
-        )
-        if self.reg_epochs is not None:
-            _set(self, reg_epochs=_epoch("reg_epochs", self.reg_epochs))
+    name: Literal["warmup"] = "warmup"
+    warmup_epochs: Epoch
+    weight: Weight
+    base_weight: Weight = 0.0
+    reg_epochs: Epoch | None = None
 
     def __call__(self, step: int, epoch: float) -> float:
         if epoch < self.warmup_epochs:
-            return self.base_weight
+            return float(self.base_weight)
         if self.reg_epochs is None or epoch < self.warmup_epochs + self.reg_epochs:
-            return self.weight
-        return self.base_weight
+            return float(self.weight)
+        return float(self.base_weight)
 
 
-@dataclass(frozen=True)
-class TriangleWeight:
+class TriangleWeight(_Schedule):
     """``start_weight`` before ``start_epoch``, linear to ``max_weight`` at ``mid_epoch``, linear to
     ``end_weight`` at ``end_epoch``, ``end_weight`` from then on. Equal epochs make a jump."""
 
-    start_weight: float
-    max_weight: float
-    end_weight: float
-    start_epoch: float
-    mid_epoch: float
-    end_epoch: float
+    name: Literal["triangle"] = "triangle"
+    start_weight: Weight
+    max_weight: Weight
+    end_weight: Weight
+    start_epoch: Epoch
+    mid_epoch: Epoch
+    end_epoch: Epoch
 
-    def __post_init__(self) -> None:
-        names = ("start_epoch", "mid_epoch", "end_epoch")
-        epochs = [_epoch(name, getattr(self, name)) for name in names]
-        _ordered(names, [getattr(self, name) for name in names])
-        _set(self, **dict(zip(names, epochs)))
-        for name in ("start_weight", "max_weight", "end_weight"):
-            _set(self, **{name: _number(name, getattr(self, name))})
+    @model_validator(mode="after")
+    def _in_order(self) -> TriangleWeight:
+        _ordered(self, ("start_epoch", "mid_epoch", "end_epoch"))
+        return self
 
     def __call__(self, step: int, epoch: float) -> float:
         # each branch is reached only when its interval is non-empty, so no division by zero
         if epoch < self.start_epoch:
-            return self.start_weight
+            return float(self.start_weight)
         if epoch < self.mid_epoch:
             fraction = (epoch - self.start_epoch) / (self.mid_epoch - self.start_epoch)
             return _lerp(self.start_weight, self.max_weight, fraction)
         if epoch < self.end_epoch:
             fraction = (epoch - self.mid_epoch) / (self.end_epoch - self.mid_epoch)
             return _lerp(self.max_weight, self.end_weight, fraction)
-        return self.end_weight
+        return float(self.end_weight)
 
 
-@dataclass(frozen=True)
-class StepWeight:
+class StepWeight(_Schedule):
     """0 before ``warmup_epochs``, then ``weight · scale**k`` with k the number of milestones in
     ``steps`` that are <= epoch."""
 
-    weight: float
-    steps: tuple[float, ...]
-    scale: float = 0.1
-    warmup_epochs: float = 5.0
+    name: Literal["step"] = "step"
+    weight: Weight
+    steps: Annotated[tuple[Epoch, ...], FROM_LIST]
+    scale: Weight = 0.1
+    warmup_epochs: Epoch = 5.0
 
-    def __post_init__(self) -> None:
-        given = list(_sequence("steps", self.steps))
-        steps = tuple(_epoch(f"steps[{i}]", s) for i, s in enumerate(given))
-        for i in range(1, len(steps)):
-            if steps[i] <= steps[i - 1]:
-                raise ConfigError(f"steps={given!r}: milestones must be strictly increasing")
-        _set(
-            self,
-            weight=_number("weight", self.weight),
-            steps=steps,
-            scale=_number("scale", self.scale),
-            warmup_epochs=_epoch("warmup_epochs", self.warmup_epochs),
-        )
+    @model_validator(mode="after")
+    def _increasing(self) -> StepWeight:
+        if any(later <= earlier for earlier, later in zip(self.steps, self.steps[1:])):
+            raise FieldError("steps", list(self.steps), "milestones must be strictly increasing")
+        return self
 
     def __call__(self, step: int, epoch: float) -> float:
         if epoch < self.warmup_epochs:
             return 0.0
         passed = sum(1 for milestone in self.steps if milestone <= epoch)
-        return self.weight * self.scale**passed
+        return float(self.weight * self.scale**passed)
 
 
-@dataclass(frozen=True)
-class IntervalWeight:
+class IntervalWeight(_Schedule):
     """``weight`` for start <= epoch < end of each ``[start, end, weight]`` in ``intervals``, 0 elsewhere.
 
     Intervals must not overlap (touching is fine: [0, 5, a], [5, 10, b])."""
 
-    intervals: tuple[tuple[float, float, float], ...]
+    name: Literal["interval"] = "interval"
+    intervals: Annotated[
+        tuple[Annotated[tuple[Epoch, Epoch, Weight], FROM_LIST], ...], FROM_LIST, Field(min_length=1)
+    ]
 
-    def __post_init__(self) -> None:
-        given = [
-            list(_sequence(f"intervals[{i}]", interval))
-            for i, interval in enumerate(_sequence("intervals", self.intervals))
-        ]
-        if not given:
-            raise ConfigError("intervals=[]: must list at least one [start, end, weight]")
-        parsed = []
-        for i, interval in enumerate(given):
-            param = f"intervals[{i}]"
-            if len(interval) != 3:
-                raise ConfigError(f"{param}={interval!r}: must be [start, end, weight]")
-            start = _epoch(f"{param}[0]", interval[0])
-            end = _epoch(f"{param}[1]", interval[1])
-            weight = _number(f"{param}[2]", interval[2])
+    @model_validator(mode="after")
+    def _disjoint(self) -> IntervalWeight:
+        for i, (start, end, weight) in enumerate(self.intervals):
             if start >= end:
-                raise ConfigError(f"{param}={interval!r}: start must be < end (the end is exclusive)")
-            parsed.append((start, end, weight))
-        ordered = sorted(range(len(parsed)), key=lambda i: parsed[i])
-        for previous, current in zip(ordered, ordered[1:]):
-            if parsed[current][0] < parsed[previous][1]:
-                raise ConfigError(
-                    f"intervals={given!r}: intervals must not overlap, "
-                    f"but intervals[{previous}] and intervals[{current}] do"
+                raise FieldError(
+                    f"intervals[{i}]", [start, end, weight], "start must be < end (the end is exclusive)"
                 )
-        _set(self, intervals=tuple(parsed[i] for i in ordered))
+        order = sorted(range(len(self.intervals)), key=lambda i: self.intervals[i])
+        for previous, current in zip(order, order[1:]):
+            if self.intervals[current][0] < self.intervals[previous][1]:
+                raise FieldError(
+                    "intervals",
+                    [list(interval) for interval in self.intervals],
+                    f"intervals must not overlap, but intervals[{previous}] and intervals[{current}] do",
+                )
+        # sorted by start; frozen models store through object.__setattr__
+        object.__setattr__(self, "intervals", tuple(self.intervals[i] for i in order))
+        return self
 
     def __call__(self, step: int, epoch: float) -> float:
         for start, end, weight in self.intervals:
             if start <= epoch < end:
-                return weight
+                return float(weight)
         return 0.0
 
 
-@dataclass(frozen=True)
-class _Ramp:
+class _Ramp(_Schedule):
     """``start_weight`` before ``start_epoch``, ``end_weight`` from ``end_epoch`` on, and between them
     ``shape`` maps the fraction of the ramp done, in [0, 1), to the fraction of the change applied."""
 
     shape: ClassVar[Callable[[float], float]]
 
-    start_weight: float
-    end_weight: float
-    end_epoch: float
-    start_epoch: float = 0.0
+    start_weight: Weight
+    end_weight: Weight
+    end_epoch: Epoch
+    start_epoch: Epoch = 0.0
 
-    def __post_init__(self) -> None:
-        epochs = (_epoch("start_epoch", self.start_epoch), _epoch("end_epoch", self.end_epoch))
-        _ordered(("start_epoch", "end_epoch"), (self.start_epoch, self.end_epoch))
-        _set(
-            self,
-            start_weight=_number("start_weight", self.start_weight),
-            end_weight=_number("end_weight", self.end_weight),
-            start_epoch=epochs[0],
-            end_epoch=epochs[1],
-        )
+    @model_validator(mode="after")
+    def _in_order(self) -> _Ramp:
+        _ordered(self, ("start_epoch", "end_epoch"))
+        return self
 
     def __call__(self, step: int, epoch: float) -> float:
         if epoch >= self.end_epoch:
-            return self.end_weight
+            return float(self.end_weight)
         if epoch < self.start_epoch:
-            return self.start_weight
+            return float(self.start_weight)
         fraction = (epoch - self.start_epoch) / (self.end_epoch - self.start_epoch)
-        return _lerp(self.start_weight, self.end_weight, self.shape(fraction))
+        return _lerp(self.start_weight, self.end_weight, type(self).shape(fraction))
 
 
-@dataclass(frozen=True)
 class LinearWeight(_Ramp):
     """Linear ramp from ``start_weight`` at ``start_epoch`` to ``end_weight`` at ``end_epoch``."""
 
-    shape = staticmethod(lambda fraction: fraction)
+    name: Literal["linear"] = "linear"
+    shape: ClassVar[Callable[[float], float]] = staticmethod(lambda fraction: fraction)
 
 
-@dataclass(frozen=True)
 class CosineWeight(_Ramp):
     """Half-cosine ramp from ``start_weight`` at ``start_epoch`` to ``end_weight`` at ``end_epoch``
     (flat at both ends)."""
 
-    shape = staticmethod(lambda fraction: (1 - math.cos(math.pi * fraction)) / 2)
+    name: Literal["cosine"] = "cosine"
+    shape: ClassVar[Callable[[float], float]] = staticmethod(
+        lambda fraction: (1 - math.cos(math.pi * fraction)) / 2
+    )
 
 
-WEIGHT_SCHEDULES: dict[str, type] = {
-    "constant": ConstantWeight,
-    "warmup": WarmupWeight,
-    "triangle": TriangleWeight,
-    "step": StepWeight,
-    "interval": IntervalWeight,
-    "linear": LinearWeight,
-    "cosine": CosineWeight,
+SCHEDULE_CLASSES = (
+    ConstantWeight,
+    WarmupWeight,
+    TriangleWeight,
+    StepWeight,
+    IntervalWeight,
+    LinearWeight,
+    CosineWeight,
+)
+WEIGHT_SCHEDULES: dict[str, type[_Schedule]] = {
+    cls.model_fields["name"].default: cls for cls in SCHEDULE_CLASSES
 }
 
 
-def _did_you_mean(word: str, options: Sequence[str]) -> str:
-    close = difflib.get_close_matches(word, options, n=1)
-    return f"; did you mean {close[0]!r}?" if close else ""
+def _schedule_name(block: Any) -> str | None:
+    return block.get("name") if isinstance(block, dict) else getattr(block, "name", None)
 
 
-def build_weight_schedule(cfg: Mapping, key: str) -> WeightSchedule:
-    """Build a schedule from ``{name: ..., <parameters>}``; ``cfg`` is not modified.
+# A schedule block, told apart by its name (a tagged union).
+ScheduleSpec = Annotated[
+    Union[tuple(Annotated[cls, Tag(name)] for name, cls in WEIGHT_SCHEDULES.items())],  # noqa: UP007
+    Discriminator(
+        _schedule_name,
+        # the config layer words this error with the names listed in the message
+        custom_error_type="tagged_block",
+        custom_error_message=", ".join(sorted(WEIGHT_SCHEDULES)),
+    ),
+]
+SCHEDULE_SPEC = TypeAdapter(ScheduleSpec)
 
-    Args:
-        cfg: mapping (a dict or an OmegaConf DictConfig) with ``name`` in :data:`WEIGHT_SCHEDULES`
-            and that schedule's parameters.
-        key: config path of ``cfg`` for error messages, e.g. ``"method_kwargs.reg_scheduler"``.
+
+def build_weight_schedule(cfg: Mapping[str, Any]) -> WeightSchedule:
+    """The schedule ``{name: ..., <parameters>}`` describes (a dict or an OmegaConf DictConfig,
+    left unchanged).
 
     Raises:
-        ConfigError: one line ``<key>.<param>=<value!r>: <what is allowed>`` for an unknown name or
-            parameter, a missing required parameter, a wrong type, a negative epoch or epochs out of order.
+        pydantic.ValidationError: unknown name or parameter, missing or ill-typed parameter,
+            negative epoch, epochs out of order (``solo_ext.config`` words it as one line).
     """
-    if not isinstance(cfg, Mapping):
-        raise ConfigError(f"{key}={cfg!r}: must be a mapping with a name and the schedule's parameters")
-    names = sorted(WEIGHT_SCHEDULES)
-    if "name" not in cfg:
-        raise ConfigError(f"{key}.name: missing; allowed: {', '.join(names)}")
-    name = cfg["name"]
-    if not isinstance(name, str) or name not in WEIGHT_SCHEDULES:
-        hint = _did_you_mean(name, names) if isinstance(name, str) else ""
-        raise ConfigError(f"{key}.name={name!r}: unknown weight schedule; allowed: {', '.join(names)}{hint}")
-    cls = WEIGHT_SCHEDULES[name]
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    params = {param: value for param, value in cfg.items() if param != "name"}
-    for param, value in params.items():
-        if param not in fields:
-            allowed = ", ".join(sorted(fields))
-            hint = _did_you_mean(str(param), sorted(fields))
-            raise ConfigError(
-                f"{key}.{param}={value!r}: unknown parameter of the {name!r} schedule; "
-                f"allowed: {allowed}{hint}"
-            )
-    for param, field in fields.items():
-        required = field.default is dataclasses.MISSING and field.default_factory is dataclasses.MISSING
-        if required and param not in params:
-            raise ConfigError(f"{key}.{param}: missing; the {name!r} schedule requires {param}")
-    try:
-        return cls(**params)
-    except ConfigError as err:
-        raise ConfigError(f"{key}.{err}") from None
+    return SCHEDULE_SPEC.validate_python(plain(cfg))

@@ -186,8 +186,8 @@ def extract_backbone_state_dict(ckpt: dict) -> tuple[dict[str, torch.Tensor], st
 def resolve_weights_path(key: str, value: Any) -> str:
     """A weights source as a file path: a run folder's newest checkpoint, a folder's
     model.safetensors, or a checkpoint file. ConfigError (one line, naming ``key``) otherwise."""
+    from solo_ext.config.errors import ConfigError
     from solo_ext.utils.checkpointer import checkpoints_in
-    from solo_ext.utils.errors import ConfigError
 
     if not isinstance(value, str) or not value:
         raise ConfigError(f"{key}={value!r}: must be a checkpoint file or folder path")

@@ -1,13 +1,20 @@
-"""Errors that stop a run at start-up with one readable line."""
+"""Errors every layer may raise (the config layer's own, ``ConfigError``, is in ``solo_ext.config``)."""
+
+from typing import Any
+
+# the value of a FieldError that names a key, not a value (e.g. "missing")
+NO_VALUE = object()
 
 
-class ConfigError(ValueError):
-    """A configuration value is invalid.
+class FieldError(ValueError):
+    """A declared model's field holds a value it cannot take: ``field``, the ``value`` and what
+    is ``allowed``. Raised inside pydantic validators; the config layer turns it into one line
+    ``<the user's key>.<field>=<value!r>: <allowed>``."""
 
-    The message is one line naming the key, the value and what is allowed, e.g.
-    ``method_kwargs.mask_ratio=1.5: must be in [0, 1)``. Entry points print it without a
-    traceback and exit with code 2, before anything is written to disk.
-    """
+    def __init__(self, field: str, value: Any, allowed: str) -> None:
+        self.field, self.value, self.allowed = field, value, allowed
+        shown = "" if value is NO_VALUE else f"={value!r}"
+        super().__init__(f"{field}{shown}: {allowed}")
 
 
 class DataError(RuntimeError):

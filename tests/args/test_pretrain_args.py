@@ -3,9 +3,9 @@ weight each regularizer works at, the accumulation warning, and the protocols na
 
 import pytest
 
-from solo_ext.args.pretrain import parse_cfg
+from solo_ext.config.errors import ConfigError
+from solo_ext.config.pretrain import parse_cfg
 from solo_ext.pretrain import regularizer_lines
-from solo_ext.utils.errors import ConfigError
 from tests.methods.tiny import tiny_cfg
 
 

@@ -13,8 +13,8 @@ import torch
 from omegaconf import OmegaConf
 from transformers import ViTMAEConfig, ViTMAEForPreTraining
 
-from solo_ext.args.pretrain import parse_cfg
 from solo_ext.backbones.interop import from_hf, to_hf
+from solo_ext.config.pretrain import parse_cfg
 from solo_ext.export import export
 from solo_ext.losses.mae import mae_loss_func
 from solo_ext.methods import METHODS
@@ -168,7 +168,7 @@ def test_mae_layout_is_facebookresearch_maes(run_dir, tmp_path):
 
 
 def test_linear_evaluation_reads_an_hf_folder(tmp_path):
-    from solo_ext.args.linear import parse_cfg as parse_linear
+    from solo_ext.config.linear import parse_cfg as parse_linear
     from tests.methods.test_linear_model import tiny_linear_cfg
 
     folder = random_hf(tmp_path)

@@ -2,7 +2,8 @@ import pytest
 import torch
 
 from solo_ext.backbones import MAEDecoder, MaskedViT, get_2d_sincos_pos_embed
-from solo_ext.utils.errors import ConfigError
+from solo_ext.config.errors import ConfigError, validate
+from solo_ext.config.schema import MAEKwargs
 
 
 def make_decoder(**overrides) -> MAEDecoder:
@@ -83,8 +84,9 @@ def test_mae_initialisation():
     ],
 )
 def test_invalid_sizes_raise_config_error(overrides, message):
-    with pytest.raises(ConfigError, match=message):
-        make_decoder(**overrides)
+    given = {f"decoder_{key}": value for key, value in overrides.items()}
+    with pytest.raises(ConfigError, match=f"^{message}"):
+        validate(MAEKwargs, given, "method_kwargs")
 
 
 def test_non_square_patch_count_raises():

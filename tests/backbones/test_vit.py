@@ -4,7 +4,8 @@ from timm.layers import DropPath
 from timm.models.vision_transformer import VisionTransformer
 
 from solo_ext.backbones import BACKBONES, MAEDecoder, MaskedViT, build_backbone, get_2d_sincos_pos_embed
-from solo_ext.utils.errors import ConfigError
+from solo_ext.config.errors import ConfigError, validate
+from solo_ext.config.schema import Backbone
 
 TINY = {"img_size": 32, "patch_size": 8, "embed_dim": 32, "depth": 2, "num_heads": 2}
 
@@ -229,28 +230,30 @@ def test_factory_overrides_shrink_the_model():
         ({"img_size": 30}, "backbone.kwargs.patch_size=8: must divide backbone.kwargs.img_size=30"),
         ({"embed_dim": 36, "num_heads": 5}, "backbone.kwargs.num_heads=5: must divide"),
         ({"embed_dim": 6, "num_heads": 3}, "backbone.kwargs.embed_dim=6: must be divisible by 4"),
-        ({"depth": 0}, "backbone.kwargs.depth=0: must be a positive integer"),
-        ({"img_size": "32"}, "backbone.kwargs.img_size='32'"),
-        ({"patch_size": True}, "backbone.kwargs.patch_size=True"),
-        ({"drop_path_rate": 1.0}, r"backbone.kwargs.drop_path_rate=1.0: must be in \[0, 1\)"),
+        ({"depth": 0}, "backbone.kwargs.depth=0: must be an integer >= 1"),
+        ({"img_size": "32"}, "backbone.kwargs.img_size='32': must be an integer"),
+        ({"patch_size": True}, "backbone.kwargs.patch_size=True: must be an integer"),
+        ({"drop_path_rate": 1.0}, r"backbone.kwargs.drop_path_rate=1.0: must be a number in \[0, 1\)"),
         ({"drop_path_rate": -0.1}, "backbone.kwargs.drop_path_rate=-0.1"),
-        ({"mlp_ratio": 0}, "backbone.kwargs.mlp_ratio=0"),
+        ({"mlp_ratio": 0}, "backbone.kwargs.mlp_ratio=0: must be a number > 0"),
     ],
 )
 def test_invalid_sizes_raise_config_error(overrides, key):
-    with pytest.raises(ConfigError, match=key) as error:
-        MaskedViT(**{**TINY, **overrides})
+    with pytest.raises(ConfigError, match=f"^{key}") as error:
+        validate(Backbone, {"name": "vit_tiny", "kwargs": {**TINY, **overrides}}, "backbone")
     assert "\n" not in str(error.value)
 
 
 def test_unknown_backbone_name_suggests_the_closest():
     with pytest.raises(ConfigError) as error:
-        build_backbone("vit_tinyy", {})
+        validate(Backbone, {"name": "vit_tinyy"}, "backbone")
     message = str(error.value)
-    assert message.startswith("backbone.name='vit_tinyy': unknown; valid: vit_tiny, vit_small")
+    assert message.startswith("backbone.name='vit_tinyy': must be one of vit_tiny, vit_small")
     assert message.endswith("did you mean 'vit_tiny'?")
 
 
 def test_unknown_backbone_kwarg_lists_the_allowed_ones():
-    with pytest.raises(ConfigError, match="unknown key\\(s\\) patchsize; allowed: img_size, patch_size"):
-        build_backbone("vit_tiny", {"patchsize": 8})
+    with pytest.raises(
+        ConfigError, match="^backbone.kwargs.patchsize=8: unknown key; allowed: depth, drop_path_rate"
+    ):
+        validate(Backbone, {"name": "vit_tiny", "kwargs": {"patchsize": 8}}, "backbone")

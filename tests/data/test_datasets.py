@@ -5,6 +5,8 @@ import torch
 from tiny_images import CLASSES, IMAGES_PER_CLASS, class_value, write_image
 from torchvision import transforms as T
 
+from solo_ext.config.errors import ConfigError, validate
+from solo_ext.config.schema import Data
 from solo_ext.data import (
     FullTransformPipeline,
     NCropAugmentation,
@@ -14,7 +16,7 @@ from solo_ext.data import (
     prepare_dataloader,
     prepare_pretrain_dataset,
 )
-from solo_ext.utils.errors import ConfigError, DataError
+from solo_ext.utils.errors import DataError
 
 TO_TENSOR = T.ToTensor()
 
@@ -173,12 +175,13 @@ def test_fraction_is_stratified_and_deterministic(tmp_path):
 
 @pytest.mark.parametrize("fraction", [0, 1.5, -0.5, -2, True, "0.5"])
 def test_invalid_fraction(image_folder, fraction):
+    data = {"dataset": "custom", "train_path": str(image_folder), "fraction": fraction}
     with pytest.raises(ConfigError, match=r"^data.fraction="):
-        prepare_pretrain_dataset("custom", TO_TENSOR, train_path=str(image_folder), fraction=fraction)
+        validate(Data, data, "data")
 
 
 def test_fraction_too_small_for_every_class(image_folder):
-    with pytest.raises(ConfigError, match=r"^data.fraction=0.1: cannot take it of 12 images"):
+    with pytest.raises(DataError, match=r"^data.fraction=0.1: cannot take it of 12 images"):
         prepare_pretrain_dataset("custom", TO_TENSOR, train_path=str(image_folder), fraction=0.1)
 
 
@@ -231,12 +234,14 @@ def test_truncated_image_names_the_file(image_folder):
 
 
 def test_unknown_dataset_and_format(image_folder):
-    with pytest.raises(ConfigError, match=r"^data.dataset='cifar': did you mean 'cifar10'\?"):
-        prepare_pretrain_dataset("cifar", TO_TENSOR)
+    with pytest.raises(
+        ConfigError, match=r"^data.dataset='cifar': must be one of .*did you mean 'cifar10'\?"
+    ):
+        validate(Data, {"dataset": "cifar"}, "data")
     with pytest.raises(
         ConfigError, match=r"^data.format='h5': must be one of image_folder, ram_image_folder, dali"
     ):
-        prepare_pretrain_dataset("custom", TO_TENSOR, train_path=str(image_folder), data_format="h5")
+        validate(Data, {"dataset": "custom", "format": "h5"}, "data")
 
 
 @pytest.mark.parametrize("num_workers", [0, 1])
@@ -275,10 +280,8 @@ def test_classification_loader_keeps_every_sample(image_folder):
 
 def test_dataloader_argument_errors(image_folder):
     ds = prepare_pretrain_dataset("custom", TO_TENSOR, train_path=str(image_folder))
-    with pytest.raises(ConfigError, match=r"^optimizer.batch_size=0:"):
-        prepare_dataloader(ds, 0, 0)
-    with pytest.raises(ConfigError, match=r"^data.num_workers=-1:"):
-        prepare_dataloader(ds, 2, -1)
-    with pytest.raises(ConfigError, match=r"^optimizer.batch_size=13: larger than the dataset \(12 images\)"):
+    with pytest.raises(ConfigError, match=r"^data.num_workers=-1: must be an integer >= 0"):
+        validate(Data, {"dataset": "custom", "num_workers": -1}, "data")
+    with pytest.raises(DataError, match=r"^optimizer.batch_size=13: larger than the dataset \(12 images\)"):
         prepare_dataloader(ds, 13, 0)
     assert len(prepare_dataloader(ds, 13, 0, drop_last=False)) == 1

@@ -1,42 +1,12 @@
-import importlib.util
 import socket
 import threading
 
 import pytest
-import torch
 from torchvision.datasets import CIFAR10
 
-from solo_ext.data import check_data_format, prepare_classification_datasets, prepare_pretrain_dataset
+from solo_ext.data import prepare_classification_datasets, prepare_pretrain_dataset
 from solo_ext.data.downloads import _remove_leftovers
-from solo_ext.utils.errors import ConfigError, DataError
-
-
-@pytest.mark.parametrize("data_format", ["image_folder", "ram_image_folder"])
-def test_plain_formats_pass_through(data_format):
-    assert check_data_format(data_format) == data_format
-
-
-def test_unknown_format_lists_the_allowed():
-    with pytest.raises(
-        ConfigError, match=r"^data.format='h5': must be one of image_folder, ram_image_folder, dali$"
-    ):
-        check_data_format("h5")
-    with pytest.raises(ConfigError, match=r"^linear.format='x'"):
-        check_data_format("x", key="linear.format")
-
-
-@pytest.mark.skipif(
-    torch.cuda.is_available() and importlib.util.find_spec("nvidia.dali") is not None,
-    reason="DALI and a GPU are both present: dali falls back to image_folder",
-)
-def test_dali_without_dali_or_gpu_is_a_config_error():
-    with pytest.raises(ConfigError) as info:
-        check_data_format("dali")
-    message = str(info.value)
-    assert message.startswith("data.format='dali': needs NVIDIA DALI and a CUDA GPU, ")
-    assert message.endswith("; use data.format=image_folder (same folder layout)")
-    if not torch.cuda.is_available():
-        assert "neither is available here" in message or "no CUDA GPU" in message
+from solo_ext.utils.errors import DataError
 
 
 def run_bounded(fn, seconds):

@@ -17,7 +17,7 @@ from torch.utils.data import DataLoader, DistributedSampler
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from solo_ext.args.pretrain import parse_cfg  # noqa: E402
+from solo_ext.config.pretrain import parse_cfg  # noqa: E402
 from solo_ext.data import build_transform_pipeline, prepare_pretrain_dataset  # noqa: E402
 from solo_ext.data.augmentations import FullTransformPipeline, NCropAugmentation  # noqa: E402
 from solo_ext.methods import METHODS  # noqa: E402

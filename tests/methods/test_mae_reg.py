@@ -9,7 +9,8 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from solo_ext.args.pretrain import parse_cfg
+from solo_ext.config.errors import ConfigError
+from solo_ext.config.pretrain import parse_cfg
 from solo_ext.losses.mae import mae_loss_func
 from solo_ext.losses.magma import magma_loss
 from solo_ext.losses.tcr import tcr_loss
@@ -17,7 +18,6 @@ from solo_ext.losses.uniformity import uniformity_loss
 from solo_ext.methods import METHODS
 from solo_ext.pretrain import run_pretrain
 from solo_ext.utils.checkpointer import checkpoints_in
-from solo_ext.utils.errors import ConfigError
 from solo_ext.utils.index_noise import index_noise
 from tests.methods.tiny import ALL_REGULARIZERS, tiny_cfg
 
@@ -63,7 +63,7 @@ def test_u_mae_schedule_weights_uniformity(tmp_path):
     "method_kwargs, message",
     [
         ({"layers": [0]}, "method_kwargs.reg_scheduler: missing"),
-        ({"layers": [5], "reg_scheduler": WARMUP}, "method_kwargs.regularizers.magma.layers[0]=5"),
+        ({"layers": [5], "reg_scheduler": WARMUP}, "method_kwargs.layers[0]=5"),
         ({"regularizers": {"uniformty": {"weight": 1}}}, "did you mean 'uniformity'"),
         ({"regularizers": {"tcr": {"weight": 1, "scheduler": WARMUP}}}, "exactly one of weight"),
         ({"regularizers": {"tcr": {"weight": 1, "mu": -1}}}, "method_kwargs.regularizers.tcr.mu=-1"),
@@ -193,7 +193,7 @@ def test_lr_is_scaled_by_global_batch(tmp_path):
 
 def test_pretraining_decays_the_cls_and_mask_tokens_as_mae(tmp_path):
     # MAE's optimizer groups exempt only 1-D parameters and biases from weight decay
-    from solo_ext.args.pretrain import parse_cfg
+    from solo_ext.config.pretrain import parse_cfg
     from solo_ext.methods import METHODS
     from solo_ext.utils.optim import build_param_groups
 
@@ -238,7 +238,7 @@ def test_regularizers_reading_the_same_features_share_one_gather(tmp_path, monke
 @pytest.mark.parametrize(
     "flat, message",
     [
-        ({"uniformity_weight": "abc"}, "method_kwargs.uniformity_weight='abc': must be a number >= 0"),
+        ({"uniformity_weight": "abc"}, "method_kwargs.uniformity_weight='abc': must be a number"),
         (
             {"layers": [0], "reg_scheduler": {**WARMUP, "weight": "x"}},
             "method_kwargs.reg_scheduler.weight='x': must be a number",

@@ -73,7 +73,7 @@ def test_errors_exit_2_with_one_message(pretrained, tmp_path, capsys):
     assert code == 2 and "no <name>-<run id>-ep=<E>.ckpt there" in err
 
     code, err = run_in_process(capsys, "--pretrained_checkpoint_dir", str(pretrained.parent), "--k", "0")
-    assert code == 2 and err.strip() == "error: --k=0: must be an integer >= 1"
+    assert code == 2 and err.strip() == "error: --k[0]=0: must be an integer >= 1"
 
     ckpt = torch.load(pretrained, weights_only=True)
     ckpt["state_dict"]["backbone.extra"] = torch.zeros(1)

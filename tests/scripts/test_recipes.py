@@ -29,8 +29,8 @@ from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 from PIL import Image
 
+from solo_ext.config.errors import ConfigError
 from solo_ext.pretrain import run_pretrain
-from solo_ext.utils.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[2]
 SHIPPED = REPO / "scripts" / "pretrain"

@@ -22,7 +22,8 @@ from omegaconf import OmegaConf
 from wandb.sdk.launch.sweeps.utils import create_sweep_command_args
 
 import sweep_dry_run
-from solo_ext.args.pretrain import parse_cfg
+from solo_ext.config.errors import ConfigError
+from solo_ext.config.pretrain import parse_cfg
 from solo_ext.pretrain import check_not_multirun_ddp, run_pretrain
 from solo_ext.sweeps import (
     DEFAULT_CONFIG_DIR,
@@ -32,7 +33,6 @@ from solo_ext.sweeps import (
     parameter_values,
     sweep_points,
 )
-from solo_ext.utils.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[2]
 SWEEPS = sorted((REPO / "scripts" / "sweeps").glob("*.yaml"))

@@ -1,0 +1,108 @@
+"""The pretraining config: compatibility pass, validation against the declared schema, derived keys.
+
+``parse_cfg`` turns the YAML composed by Hydra into a checked, resolved DictConfig. Every invalid
+value stops here with a one-line ``ConfigError`` naming the key as the user wrote it, the value
+and what is allowed, before anything is written to disk. Below this layer, code takes validated
+values and checks nothing of the user's.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from solo_ext.config.compat import magma_flat_keys, plain_config
+from solo_ext.config.errors import validate
+from solo_ext.config.paths import resolve_weights_path
+from solo_ext.config.schema import METHOD_KWARGS, PretrainConfig, _Run
+from solo_ext.data.info import DATASETS, num_classes_of
+from solo_ext.schedulers.weights import build_weight_schedule
+
+
+def parse_cfg(cfg: DictConfig | Mapping) -> DictConfig:
+    """Fill defaults, validate and derive keys. Returns a new, resolved DictConfig."""
+    raw = plain_config(cfg)
+    mk_raw, renames = magma_flat_keys(raw.get("method_kwargs", {}), raw.get("method"))
+    top = validate(PretrainConfig, {**raw, "method_kwargs": mk_raw if isinstance(mk_raw, dict) else {}})
+    mk = validate(
+        METHOD_KWARGS[top.method], mk_raw, "method_kwargs", context=top.backbone.context(), renames=renames
+    )
+    if mk.init_from is not None:
+        mk.init_from = resolve_weights_path("method_kwargs.init_from", mk.init_from)
+
+    out = top.model_dump()
+    out["backbone"] = top.backbone.dump()
+    out["method_kwargs"] = mk.dump() if hasattr(mk, "dump") else mk.model_dump()
+    data = out["data"]
+    for aug in out["augmentations"]:
+        aug["crop_size"] = aug["crop_size"] or DATASETS[data["dataset"]].crop_size
+    large = max(aug["crop_size"] for aug in out["augmentations"])
+    data["num_large_crops"] = sum(a["num_crops"] for a in out["augmentations"] if a["crop_size"] == large)
+    data["num_small_crops"] = sum(a["num_crops"] for a in out["augmentations"] if a["crop_size"] != large)
+    data["num_classes"] = None if data["no_labels"] else num_classes_of(data["dataset"], data["train_path"])
+    out["derived"] = derive_lr(top, classifier=True)
+    derive_regularizers(out)
+    features = out["method_kwargs"]["online_features"]
+    out["derived"]["protocols"] = {"online_linear": f"linear probe on detached {features} features"}
+    if top.knn_eval.enabled:
+        batches = "training batches of the epoch as the method sees them (solo-learn)"
+        out["derived"]["protocols"]["online_knn"] = knn_protocol(features, out["knn_eval"], batches)
+    return OmegaConf.create(out)
+
+
+def derive_lr(run: _Run, classifier: bool) -> dict[str, Any]:
+    """Scale every lr (min_lr and warmup_start_lr included) by batch_size x world_size x
+    accumulate_grad_batches / 256. solo-learn scales only lr and classifier_lr by the batch and
+    multiplies all four by accumulate_grad_batches (README, Recipes). The user's values stay as
+    written, the effective ones go to ``derived`` and are logged."""
+    world_size = run.world_size()
+    global_batch = run.optimizer.batch_size * world_size * run.accumulate_grad_batches
+    scale = global_batch / 256
+    derived = {
+        "world_size": world_size,
+        "global_batch_size": global_batch,
+        "lr_scale": scale,
+        "lr": run.optimizer.lr * scale,
+        "min_lr": run.scheduler.min_lr * scale,
+        "warmup_start_lr": run.scheduler.warmup_start_lr * scale,
+    }
+    if classifier:
+        derived["classifier_lr"] = run.optimizer.classifier_lr * scale
+    return derived
+
+
+def _peak_weight(scheduler: Mapping, max_epochs: int) -> float:
+    """The largest weight a schedule reaches in the run (sampled at quarter epochs)."""
+    schedule = build_weight_schedule(scheduler)
+    return max(schedule(0, quarter / 4) for quarter in range(4 * max_epochs + 1))
+
+
+def derive_regularizers(out: dict) -> None:
+    """Per regularizer: the batch it sees (the per-process batch, times the processes when it
+    gathers; gradient accumulation does not enlarge it) and its weight. Our gather sums the
+    gradient, so the weight acts as written on any number of processes; the U-MAE and M-MAE code
+    (whose gather returns the local slice) would need ``lamb = weight x processes`` for the same
+    run, stored as ``upstream_lamb``."""
+    regularizers = out["method_kwargs"].get("regularizers") or {}
+    derived = out["derived"]
+    per_process, world = out["optimizer"]["batch_size"], derived["world_size"]
+    derived["regularizers"] = {
+        name: {
+            "batch": per_process * world if spec["gather"] else per_process,
+            "gather": spec["gather"],
+            "effective_weight": (peak := _peak_weight(spec["scheduler"], out["max_epochs"])),
+            "upstream_lamb": peak * world if spec["gather"] else peak,
+        }
+        for name, spec in regularizers.items()
+    }
+
+
+def knn_protocol(features: str, knn: Mapping, batches: str) -> str:
+    """One line naming a weighted-kNN protocol: features, k, T, distance and bank (``batches``
+    describes the caller's training batches, for ``bank: batches``)."""
+    bank = batches if knn["bank"] == "batches" else "clean training set through the val transform"
+    temperature = f", T {knn['T']}" if knn["distance_func"] == "cosine" else ""
+    distance = knn["distance_func"]
+    return f"weighted kNN on {features} features, k {knn['k']}{temperature}, {distance}; bank: {bank}"

@@ -1,0 +1,516 @@
+"""The pretraining and linear-evaluation configs, declared once as typed models.
+
+Each section is a :class:`~solo_ext.utils.declared.Declared` model: strict types, choices as
+literals, ranges as field constraints, unknown keys refused with the near miss named, defaults
+(solo-learn's) on the fields. Cross-field rules are model validators. The blocks a lower layer
+owns are declared there and composed here: a weight schedule (``solo_ext.schedulers``), a
+regularizer block (``solo_ext.regularizers``) and an augmentation pipeline (``solo_ext.data``).
+Rules that need the backbone (block indices, the masked patches) read ``depth`` and
+``num_patches`` from the validation context.
+"""
+
+from __future__ import annotations
+
+import inspect
+import os
+from functools import cache
+from typing import Annotated, Any, ClassVar, Literal
+
+import torch
+from pydantic import Field, ValidationInfo, create_model, field_validator, model_validator
+
+from solo_ext.backbones.vit import BACKBONE_PRESETS, backbone_arguments
+from solo_ext.data.augmentations import AugmentationSpec
+from solo_ext.data.info import DATASETS
+from solo_ext.data.loaders import DATA_FORMATS, dali_installed
+from solo_ext.regularizers import REGULARIZERS
+from solo_ext.utils.declared import Declared, number_in
+from solo_ext.utils.errors import NO_VALUE, FieldError
+
+
+def available_cpus() -> int:
+    """CPUs this process may run on (the affinity mask where the OS has one)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+# data loader workers when a recipe sets none: solo-learn's 4, never more than the CPUs
+DEFAULT_WORKERS = min(4, available_cpus())
+
+PositiveInt = number_in(1, integer=True)
+NonNegativeInt = number_in(0, integer=True)
+Positive = number_in(0, low_open=True)
+NonNegative = number_in(0)
+Name = Annotated[str, Field(min_length=1)]
+
+OPTIMIZERS = ("sgd", "lars", "adam", "adamw")
+# What solo-learn's parse_cfg fills into optimizer.kwargs when a recipe leaves a key out (its
+# solo/args/pretrain.py and linear.py); written into args.json so a run shows what it used.
+OPTIMIZER_KWARGS_DEFAULTS: dict[str, dict[str, Any]] = {
+    "sgd": {"momentum": 0.9},
+    "lars": {"momentum": 0.9, "eta": 1e-3, "clip_lr": False, "exclude_bias_n_norm": False},
+    "adamw": {"betas": [0.9, 0.999]},
+}
+LR_SCHEDULERS = ("warmup_cosine", "step", "none")
+# the online kNN's train bank: "batches" = the features of the epoch's training batches as the
+# method sees them (solo-learn's); "clean" = the training set through the val transform (ours)
+KNN_BANKS = ("batches", "clean")
+PRECISIONS = ("32-true", "64-true", "16-mixed", "bf16-mixed", "16-true", "bf16-true")
+FEATURES = ("cls", "mean")
+MODES = ("linear", "partial", "finetune")
+# The Trainer kwargs we set ourselves.
+TRAINER_RESERVED = {"logger", "callbacks", "enable_checkpointing", "default_root_dir"}
+
+
+@cache
+def trainer_keys() -> frozenset[str]:
+    from lightning.pytorch import Trainer
+
+    return frozenset(inspect.signature(Trainer.__init__).parameters) - {"self"} - TRAINER_RESERVED
+
+
+def _absolute(path: str | None) -> str | None:
+    return None if path is None else os.path.abspath(os.path.expanduser(path))
+
+
+# ----------------------------------------------------------------------------- sections
+class Data(Declared):
+    dataset: Literal[tuple(DATASETS)]
+    train_path: str | None = None
+    val_path: str | None = None
+    format: Literal[DATA_FORMATS] = "image_folder"
+    num_workers: NonNegativeInt = DEFAULT_WORKERS
+    fraction: float = -1.0
+    # derived (re-derived when args.json is read back)
+    num_classes: int | None = None
+
+    _normalise_paths = field_validator("train_path", "val_path")(_absolute)
+
+    @field_validator("fraction")
+    @classmethod
+    def _fraction(cls, value: float) -> float:
+        if not (value in (-1, 1) or 0 < value < 1):
+            raise FieldError("fraction", value, "must be -1 or 1 (all data) or in (0, 1)")
+        return value
+
+    @field_validator("format")
+    @classmethod
+    def _format(cls, value: str) -> str:
+        if value == "dali" and not (dali_installed() and torch.cuda.is_available()):
+            raise FieldError(
+                "format", value, "needs NVIDIA DALI and a CUDA GPU; use format=image_folder (same folders)"
+            )
+        return value
+
+
+class PretrainData(Data):
+    no_labels: bool = False
+    num_large_crops: int | None = None
+    num_small_crops: int | None = None
+    # solo-learn's key for its TFRecord DALI reader; accepted and ignored
+    ignored: ClassVar[frozenset[str]] = frozenset({"tfrecord"})
+
+
+class BackboneKwargs(Declared):
+    """MaskedViT's arguments; None leaves the backbone's preset."""
+
+    img_size: PositiveInt | None = None
+    patch_size: PositiveInt | None = None
+    in_chans: PositiveInt | None = None
+    embed_dim: PositiveInt | None = None
+    depth: PositiveInt | None = None
+    num_heads: PositiveInt | None = None
+    mlp_ratio: Positive | None = None
+    qkv_bias: bool | None = None
+    drop_path_rate: number_in(0, 1, high_open=True) | None = None
+
+    def given(self) -> dict[str, Any]:
+        return {k: v for k, v in self.model_dump().items() if v is not None}
+
+
+class Backbone(Declared):
+    name: Literal[tuple(BACKBONE_PRESETS)]
+    kwargs: BackboneKwargs = BackboneKwargs()
+
+    @model_validator(mode="after")
+    def _sizes(self) -> Backbone:
+        args = self.arguments()
+        for part, whole in (("patch_size", "img_size"), ("num_heads", "embed_dim")):
+            if args[whole] % args[part]:
+                raise FieldError(
+                    f"kwargs.{part}", args[part], f"must divide backbone.kwargs.{whole}={args[whole]}"
+                )
+        if args["embed_dim"] % 4:
+            raise FieldError(
+                "kwargs.embed_dim", args["embed_dim"], "must be divisible by 4 (2-D sin-cos positions)"
+            )
+        return self
+
+    def arguments(self) -> dict[str, Any]:
+        return backbone_arguments(self.name, self.kwargs.given())
+
+    def context(self) -> dict[str, int]:
+        """What the method's rules need to know of the backbone."""
+        args = self.arguments()
+        return {"depth": args["depth"], "num_patches": (args["img_size"] // args["patch_size"]) ** 2}
+
+    def dump(self) -> dict[str, Any]:
+        return {"name": self.name, "kwargs": self.kwargs.given()}
+
+
+class _OptimizerBase(Declared):
+    name: Literal[OPTIMIZERS]
+    batch_size: PositiveInt
+    lr: Positive
+    weight_decay: NonNegative = 0.0
+    kwargs: dict[str, Any] = {}
+    exclude_bias_n_norm_wd: bool = False
+
+    @model_validator(mode="after")
+    def _solo_learn_kwargs(self) -> _OptimizerBase:
+        self.kwargs = {**OPTIMIZER_KWARGS_DEFAULTS.get(self.name, {}), **self.kwargs}
+        return self
+
+
+class PretrainOptimizer(_OptimizerBase):
+    classifier_lr: Positive | None = None
+
+    @model_validator(mode="after")
+    def _classifier_lr(self) -> PretrainOptimizer:
+        if self.classifier_lr is None:
+            self.classifier_lr = self.lr
+        return self
+
+
+class LinearOptimizer(_OptimizerBase):
+    # layer-wise lr decay of fine-tuning (BEiT/MAE); 0 switches it off
+    layer_decay: number_in(0, 1) = 0.0
+
+
+class LRScheduler(Declared):
+    name: Literal[LR_SCHEDULERS] = "warmup_cosine"
+    warmup_epochs: NonNegative = 10
+    warmup_start_lr: NonNegative = 3e-5
+    min_lr: NonNegative = 0.0
+    lr_decay_steps: list[PositiveInt] | None = None
+    interval: Literal["step", "epoch"] = "step"
+
+    @model_validator(mode="after")
+    def _steps(self) -> LRScheduler:
+        if self.name == "step" and not self.lr_decay_steps:
+            raise FieldError(
+                "lr_decay_steps", self.lr_decay_steps, "the step scheduler needs a list of positive epochs"
+            )
+        return self
+
+
+class KNN(Declared):
+    # solo-learn's online kNN: k 20, T 0.07, euclidean; its bank is the training batches' features
+    enabled: bool = False
+    k: PositiveInt = 20
+    T: Positive = 0.07
+    distance_func: Literal["cosine", "euclidean"] = "euclidean"
+    bank: Literal[KNN_BANKS] = "batches"
+
+
+class Checkpoint(Declared):
+    enabled: bool = False
+    dir: Name = "trained_models"
+    frequency: PositiveInt = 1
+    keep_prev: bool = False
+
+    _normalise_dir = field_validator("dir")(_absolute)
+
+
+class AutoResume(Declared):
+    enabled: bool = False
+    max_hours: Positive = 36
+
+
+class Wandb(Declared):
+    enabled: bool = False
+    entity: str | None = None
+    project: Name = "solo-learn"
+    offline: bool = False
+
+
+class LinearDiagnostics(Declared):
+    enabled: bool = True
+    max_samples: number_in(2, integer=True) = 2048
+
+
+class Diagnostics(LinearDiagnostics):
+    spectrum_frequency: PositiveInt = 1
+    validate_before_training: bool = False
+
+
+class Reconstructions(Declared):
+    enabled: bool = True
+    frequency: PositiveInt = 1
+    num_images: number_in(1, 64, integer=True) = 8
+
+
+# ----------------------------------------------------------------------------- method kwargs
+class MAEKwargs(Declared):
+    decoder_embed_dim: PositiveInt = 512
+    decoder_depth: PositiveInt = 8
+    decoder_num_heads: PositiveInt = 16
+    mask_ratio: number_in(0, 1, high_open=True) = 0.75
+    norm_pix_loss: bool = False
+    online_features: Literal[FEATURES] = "cls"
+    # Masks drawn from (seed, epoch, crop, sample index) instead of the RNG: the same sample gets
+    # the same mask whatever the number of processes (used to prove DDP equivalence).
+    index_masks: bool = False
+    # Train the online probe on features of the full, unmasked crop (one extra no-grad encoder
+    # pass) instead of the masked pass's: the probe then sees in training what it is evaluated on.
+    online_clean_features: bool = False
+    online_batchnorm: bool = False
+    # continue pretraining from these weights: a run folder or checkpoint of ours or solo-learn's,
+    # facebookresearch/mae's checkpoint, a timm/safetensors file, or a Hugging Face ViTMAE folder
+    # (or a solo_ext.export folder); the encoder and, where present, the decoder, loaded strictly
+    init_from: Name | None = None
+
+    @model_validator(mode="after")
+    def _decoder_and_mask(self, info: ValidationInfo) -> MAEKwargs:
+        if self.decoder_embed_dim % self.decoder_num_heads:
+            raise FieldError(
+                "decoder_num_heads",
+                self.decoder_num_heads,
+                f"must divide decoder_embed_dim={self.decoder_embed_dim}",
+            )
+        if self.decoder_embed_dim % 4:
+            raise FieldError(
+                "decoder_embed_dim", self.decoder_embed_dim, "must be divisible by 4 (2-D sin-cos)"
+            )
+        patches = (info.context or {}).get("num_patches")
+        if patches is not None and int(patches * (1 - self.mask_ratio)) < 1:
+            raise FieldError(
+                "mask_ratio", self.mask_ratio, f"keeps no patch of {patches}; must leave at least one visible"
+            )
+        return self
+
+
+# method_kwargs.regularizers: one optional block per registered regularizer
+Regularizers = create_model(
+    "Regularizers",
+    __base__=Declared,
+    **{name: (cls.Spec | None, None) for name, cls in REGULARIZERS.items()},
+)
+Regularizers.where = "method_kwargs.regularizers"
+
+
+class MAERegKwargs(MAEKwargs):
+    regularizers: Regularizers = Regularizers()
+    reset_classifier: bool = False
+    # Read by MAGMA's code but without effect there (log_images draws matrices; the disparity keys
+    # are defaulted and never used); accepted so its recipes run unchanged.
+    ignored: ClassVar[frozenset[str]] = frozenset(
+        {"log_images", "disparity_loss_gamma", "disparity_loss_rbf_scale", "scheduler"}
+    )
+
+    def dump(self) -> dict[str, Any]:
+        out = self.model_dump()
+        out["regularizers"] = {k: v for k, v in out["regularizers"].items() if v is not None}
+        return out
+
+
+# method name -> its kwargs model (the methods themselves live in solo_ext.methods)
+METHOD_KWARGS: dict[str, type[MAEKwargs]] = {"mae": MAEKwargs, "mae-reg": MAERegKwargs, "u-mae": MAERegKwargs}
+
+
+# ----------------------------------------------------------------------------- top level
+class _Run(Declared):
+    """The run and Trainer keys every entry point shares; any other Lightning Trainer argument
+    is accepted as is."""
+
+    model_config = {**Declared.model_config, "extra": "allow"}
+    where: ClassVar[str] = "the top level"
+    # Keys solo-learn and the MAGMA recipes carry that MAE does not use (momentum is copy-pasted
+    # into solo-learn's imagenet/mae.yaml; auto_umap needs umap-learn). Accepted, ignored; derived
+    # keys are re-derived.
+    ignored: ClassVar[frozenset[str]] = frozenset({"momentum", "auto_umap", "performance", "derived"})
+
+    name: Name
+    seed: int = 5
+    resume_from_checkpoint: str | None = None
+    max_epochs: PositiveInt = 100
+    devices: int | str | list[int] = 1
+    num_nodes: PositiveInt = 1
+    accelerator: str = "auto"
+    strategy: Any = "auto"
+    precision: Literal[PRECISIONS] = "32-true"
+    accumulate_grad_batches: PositiveInt = 1
+    knn_eval: KNN = KNN()
+    checkpoint: Checkpoint = Checkpoint()
+    auto_resume: AutoResume = AutoResume()
+    wandb: Wandb = Wandb()
+    scheduler: LRScheduler = LRScheduler()
+
+    @classmethod
+    def accepted_keys(cls) -> set[str]:
+        return super().accepted_keys() | trainer_keys()
+
+    @field_validator("resume_from_checkpoint")
+    @classmethod
+    def _resume_file(cls, path: str | None) -> str | None:
+        if path is not None and not os.path.isfile(path):
+            raise FieldError("resume_from_checkpoint", path, "no such checkpoint file")
+        return _absolute(path)
+
+    @model_validator(mode="after")
+    def _hardware(self) -> _Run:
+        cuda = torch.cuda.is_available()
+        if self.accelerator in ("gpu", "cuda") and not cuda:
+            raise FieldError(
+                "accelerator", self.accelerator, "no CUDA GPU is available here; use accelerator=cpu"
+            )
+        if self.precision == "16-mixed" and (
+            self.accelerator == "cpu" or (self.accelerator == "auto" and not cuda)
+        ):
+            raise FieldError(
+                "precision", self.precision, "needs a CUDA GPU; on the CPU use precision=bf16-mixed or 32"
+            )
+        self.world_size()
+        return self
+
+    def world_size(self) -> int:
+        """Processes a run starts: devices per node x nodes (devices may be an int, a list or 'auto')."""
+        devices = self.devices
+        if isinstance(devices, list):
+            per_node = len(devices)
+        elif isinstance(devices, str) and devices.strip().lstrip("-").isdigit():
+            per_node = int(devices)
+        elif isinstance(devices, int):
+            per_node = devices
+        else:
+            per_node = -1 if devices == "auto" else 0
+        if per_node == -1:
+            per_node = torch.cuda.device_count() if self.accelerator in ("gpu", "cuda", "auto") else 1
+            per_node = max(per_node, 1)
+        if per_node < 1:
+            raise FieldError("devices", devices, "must be a positive int, -1, 'auto' or a list of device ids")
+        return per_node * self.num_nodes
+
+
+class PretrainConfig(_Run):
+    method: Literal[tuple(METHOD_KWARGS)]
+    backbone: Backbone
+    # checked against METHOD_KWARGS[method] once the backbone is known
+    method_kwargs: dict[str, Any] = {}
+    data: PretrainData
+    augmentations: Annotated[list[AugmentationSpec], Field(min_length=1)]
+    optimizer: PretrainOptimizer
+    diagnostics: Diagnostics = Diagnostics()
+    reconstructions: Reconstructions = Reconstructions()
+    # torch.compile the encoder's forward and the decoder (checkpoint keys unchanged)
+    compile: bool = False
+
+    @model_validator(mode="after")
+    def _crop_fits_backbone(self) -> PretrainConfig:
+        crop = max(aug.crop_size or DATASETS[self.data.dataset].crop_size for aug in self.augmentations)
+        img_size = self.backbone.arguments()["img_size"]
+        if img_size != crop:
+            raise FieldError(
+                "backbone.kwargs.img_size",
+                img_size,
+                f"must equal the largest augmentations crop_size ({crop}); "
+                f"set backbone.kwargs.img_size={crop}",
+            )
+        return self
+
+
+class LinearConfig(_Run):
+    method: Literal["linear"] = "linear"
+    pretrained_feature_extractor: Name | None = None
+    allow_random_backbone: bool = False
+    pretrain_method: str | None = None
+    backbone: Backbone
+    mode: Literal[MODES] | None = None
+    partial_blocks: int | float | None = None
+    # None: the pretraining run's own (its online probe's features, from args.json), else cls
+    features: Literal[FEATURES] | None = None
+    batchnorm_head: bool = False
+    finetune: bool = False
+    label_smoothing: number_in(0, 1, high_open=True) = 0.0
+    mixup: NonNegative = 0.0
+    cutmix: NonNegative = 0.0
+    auto_augment: bool = False
+    data: Data
+    optimizer: LinearOptimizer
+    diagnostics: LinearDiagnostics = LinearDiagnostics()
+
+    @model_validator(mode="after")
+    def _protocol(self) -> LinearConfig:
+        mode = self.mode or ("finetune" if self.finetune else "linear")
+        if self.finetune and mode != "finetune":
+            raise FieldError(
+                "finetune", True, f"contradicts mode={mode!r}; drop finetune or set mode=finetune"
+            )
+        self.mode, self.finetune = mode, mode == "finetune"
+        depth = self.backbone.arguments()["depth"]
+        blocks = self.partial_blocks
+        allowed = f"0.5 (the MLP of the last block) or an integer in [1, {depth}] (the backbone's depth)"
+        if mode == "partial" and blocks is None:
+            raise FieldError(
+                "partial_blocks", None, f"mode=partial needs the number of last blocks to train: {allowed}"
+            )
+        if mode == "partial" and not (blocks == 0.5 or (isinstance(blocks, int) and 1 <= blocks <= depth)):
+            raise FieldError("partial_blocks", blocks, f"must be {allowed}")
+        if mode != "partial" and blocks is not None:
+            raise FieldError(
+                "partial_blocks", blocks, f"only used with mode=partial (mode is {mode!r}); remove it"
+            )
+        if self.optimizer.layer_decay > 0 and mode == "linear":
+            raise FieldError(
+                "optimizer.layer_decay",
+                self.optimizer.layer_decay,
+                "only applies when backbone blocks train (mode=partial or finetune); "
+                "set it to 0 for a linear probe",
+            )
+        mixing = self.mixup > 0 or self.cutmix > 0
+        if mixing and self.knn_eval.enabled and self.knn_eval.bank == "batches":
+            raise FieldError(
+                "knn_eval.bank",
+                "batches",
+                "mixup/cutmix blend the training images and their labels, so they cannot fill a kNN bank; "
+                "use knn_eval.bank=clean",
+            )
+        if mixing and self.optimizer.batch_size % 2:
+            raise FieldError(
+                "optimizer.batch_size",
+                self.optimizer.batch_size,
+                "mixup/cutmix mix each batch with its reverse and need an even batch size",
+            )
+        return self
+
+
+class OfflineKNN(Declared):
+    """The settings of ``main_knn.py`` (its command-line flags, named ``--<field>`` in errors)."""
+
+    k: Annotated[list[PositiveInt], Field(min_length=1)]
+    temperature: Annotated[list[Positive], Field(min_length=1)]
+    distance_function: Annotated[list[Literal["cosine", "euclidean"]], Field(min_length=1)]
+    feature_type: Annotated[list[Literal[FEATURES]], Field(min_length=1)]
+    batch_size: PositiveInt
+    num_workers: NonNegativeInt
+    dataset: Literal[tuple(DATASETS)]
+    data_format: Literal[DATA_FORMATS]
+    data_fraction: float
+
+    _fraction = field_validator("data_fraction")(Data._fraction.__func__)
+
+    @classmethod
+    def flags(cls) -> dict[str, str]:
+        """Each field -> its command-line flag, for error messages."""
+        return {name: f"--{name}" for name in cls.model_fields}
+
+
+__all__ = [
+    "DEFAULT_WORKERS",
+    "KNN_BANKS",
+    "METHOD_KWARGS",
+    "NO_VALUE",
+    "OPTIMIZER_KWARGS_DEFAULTS",
+    "LinearConfig",
+    "PretrainConfig",
+    "trainer_keys",
+]
