@@ -49,8 +49,8 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def main(argv=None) -> None:
     args = parse_args(argv)
+    from solo_ext.backbones.loading import CheckpointError
     from solo_ext.knn_eval import format_table, record_results, run_knn
-    from solo_ext.utils.checkpoint_loading import CheckpointError
 
     try:
         rows, path = run_knn(**vars(args))

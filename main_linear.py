@@ -24,8 +24,8 @@ from solo_ext.utils.errors import DataError
 def main(cfg: DictConfig) -> None:
     if not cfg:
         sys.exit("error: no config chosen; pass --config-name (e.g. --config-name linear.yaml)")
+    from solo_ext.backbones.loading import CheckpointError
     from solo_ext.linear import run_linear
-    from solo_ext.utils.checkpoint_loading import CheckpointError
 
     try:
         run_linear(cfg)

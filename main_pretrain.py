@@ -18,8 +18,8 @@ from solo_ext.utils.errors import DataError, NonFiniteLossError
 def main(cfg: DictConfig) -> None:
     if not cfg:
         sys.exit("error: no config chosen; pass --config-name (e.g. --config-name mae-reg-uniformity.yaml)")
+    from solo_ext.backbones.loading import CheckpointError
     from solo_ext.pretrain import run_pretrain
-    from solo_ext.utils.checkpoint_loading import CheckpointError
 
     try:
         run_pretrain(cfg)

@@ -32,7 +32,7 @@ from safetensors.torch import save_file
 
 from solo_ext.backbones import build_backbone
 from solo_ext.backbones.interop import to_hf
-from solo_ext.utils.checkpoint_loading import (
+from solo_ext.backbones.loading import (
     CheckpointError,
     extract_backbone_state_dict,
     extract_decoder_state_dict,

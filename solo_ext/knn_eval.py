@@ -18,6 +18,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from solo_ext.backbones import MaskedViT, build_backbone
+from solo_ext.backbones.loading import load_backbone_weights
 from solo_ext.config.errors import ConfigError, validate
 from solo_ext.config.paths import saved_run_args
 from solo_ext.config.schema import DEFAULT_WORKERS, OfflineKNN
@@ -28,7 +29,6 @@ from solo_ext.data import (
     prepare_transforms,
 )
 from solo_ext.results import merge_results
-from solo_ext.utils.checkpoint_loading import load_backbone_weights
 from solo_ext.utils.checkpointer import checkpoints_in
 from solo_ext.utils.knn import knn_accuracy, knn_predict
 

@@ -13,6 +13,7 @@ from timm.data import create_transform
 from torch.utils.data import DataLoader
 
 from solo_ext.backbones import MaskedViT, build_backbone
+from solo_ext.backbones.loading import load_backbone_weights
 from solo_ext.config.linear import parse_cfg
 from solo_ext.data import (
     dataset_mean_std,
@@ -29,7 +30,6 @@ from solo_ext.pretrain import (
     finish_run,
     resolve_run,
 )
-from solo_ext.utils.checkpoint_loading import load_backbone_weights
 from solo_ext.utils.checkpointer import Checkpointer, find_resumable
 
 # What makes two evaluation runs the same experiment, beyond the keys the pretraining auto-resume

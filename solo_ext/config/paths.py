@@ -9,8 +9,8 @@ from pathlib import Path
 from typing import Any
 
 from solo_ext.backbones.interop import backbone_from_hf_config
+from solo_ext.backbones.loading import CHECKPOINT_SUFFIXES, FOLDER_WEIGHTS
 from solo_ext.config.errors import fail
-from solo_ext.utils.checkpoint_loading import CHECKPOINT_SUFFIXES, FOLDER_WEIGHTS
 from solo_ext.utils.checkpointer import checkpoints_in
 
 

@@ -7,14 +7,14 @@ from typing import Any
 import torch
 
 from solo_ext.backbones.decoder import MAEDecoder
-from solo_ext.losses.mae import mae_loss_func
-from solo_ext.methods.base import BaseMethod
-from solo_ext.utils.checkpoint_loading import (
+from solo_ext.backbones.loading import (
     extract_decoder_state_dict,
     load_backbone_weights,
     load_strict,
     read_checkpoint,
 )
+from solo_ext.losses.mae import mae_loss_func
+from solo_ext.methods.base import BaseMethod
 from solo_ext.utils.index_noise import index_noise
 
 

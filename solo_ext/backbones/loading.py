@@ -183,31 +183,6 @@ def extract_backbone_state_dict(ckpt: dict) -> tuple[dict[str, torch.Tensor], st
     )
 
 
-def resolve_weights_path(key: str, value: Any) -> str:
-    """A weights source as a file path: a run folder's newest checkpoint, a folder's
-    model.safetensors, or a checkpoint file. ConfigError (one line, naming ``key``) otherwise."""
-    from solo_ext.config.errors import ConfigError
-    from solo_ext.utils.checkpointer import checkpoints_in
-
-    if not isinstance(value, str) or not value:
-        raise ConfigError(f"{key}={value!r}: must be a checkpoint file or folder path")
-    path = Path(value).expanduser().resolve()
-    if path.is_dir():
-        found = checkpoints_in(path)
-        if found:
-            return str(found[-1])
-        if (path / FOLDER_WEIGHTS).is_file():
-            return str(path / FOLDER_WEIGHTS)
-        raise ConfigError(
-            f"{key}={value!r}: a folder without checkpoints (<name>-<run id>-ep=<E>.ckpt) or {FOLDER_WEIGHTS}"
-        )
-    if not path.exists():
-        raise ConfigError(f"{key}={value!r}: no such checkpoint file or folder")
-    if path.suffix not in CHECKPOINT_SUFFIXES:
-        raise ConfigError(f"{key}={value!r}: must end with one of {', '.join(CHECKPOINT_SUFFIXES)}")
-    return str(path)
-
-
 def extract_decoder_state_dict(ckpt: dict) -> dict[str, torch.Tensor] | None:
     """The MAE decoder's weights in our (facebookresearch/mae) names, or None if the checkpoint
     has none: Lightning ``decoder.*``, facebookresearch/mae's ``decoder_*`` and ``mask_token``

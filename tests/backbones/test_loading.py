@@ -2,14 +2,14 @@ import pytest
 import torch
 from timm.models.vision_transformer import VisionTransformer
 
-from solo_ext.backbones.pos_embed import interpolate_pos_embed
-from solo_ext.backbones.vit import MaskedViT, build_backbone
-from solo_ext.utils.checkpoint_loading import (
+from solo_ext.backbones.loading import (
     CheckpointError,
     extract_backbone_state_dict,
     load_backbone_weights,
     read_checkpoint,
 )
+from solo_ext.backbones.pos_embed import interpolate_pos_embed
+from solo_ext.backbones.vit import MaskedViT, build_backbone
 
 
 class NotATensor:
