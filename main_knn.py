@@ -50,7 +50,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 def main(argv=None) -> None:
     args = parse_args(argv)
     from solo_ext.backbones.loading import CheckpointError
-    from solo_ext.knn_eval import format_table, record_results, run_knn
+    from solo_ext.run.knn_eval import format_table, record_results, run_knn
 
     try:
         rows, path = run_knn(**vars(args))

@@ -25,7 +25,7 @@ def main(cfg: DictConfig) -> None:
     if not cfg:
         sys.exit("error: no config chosen; pass --config-name (e.g. --config-name linear.yaml)")
     from solo_ext.backbones.loading import CheckpointError
-    from solo_ext.linear import run_linear
+    from solo_ext.run.linear import run_linear
 
     try:
         run_linear(cfg)
@@ -35,7 +35,7 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
-    from solo_ext.hydra_check import check_composition
+    from solo_ext.run.hydra_check import check_composition
 
     here = Path(__file__).resolve().parent
     check_composition(sys.argv[1:], here / "scripts" / "linear" / "digits", here)

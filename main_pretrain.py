@@ -19,7 +19,7 @@ def main(cfg: DictConfig) -> None:
     if not cfg:
         sys.exit("error: no config chosen; pass --config-name (e.g. --config-name mae-reg-uniformity.yaml)")
     from solo_ext.backbones.loading import CheckpointError
-    from solo_ext.pretrain import run_pretrain
+    from solo_ext.run.pretrain import run_pretrain
 
     try:
         run_pretrain(cfg)
@@ -32,7 +32,7 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
-    from solo_ext.hydra_check import check_composition
+    from solo_ext.run.hydra_check import check_composition
 
     here = Path(__file__).resolve().parent
     check_composition(sys.argv[1:], here / "scripts" / "pretrain" / "digits", here)

@@ -12,7 +12,7 @@ import argparse
 import sys
 
 from solo_ext.config.errors import ConfigError
-from solo_ext.sweeps import dry_run
+from solo_ext.run.sweeps import dry_run
 
 
 def main() -> int:

@@ -4,7 +4,7 @@ What it measures (each ``--repeats`` times, interleaved so that load from other 
 shared machine hits every variant alike; the best run is kept, since contention only adds time):
 
 1. images/s of the full Lightning training step (``Trainer.fit`` built by
-   :func:`solo_ext.pretrain.build_trainer`, ``limit_train_batches`` = warm-up + timed steps) for
+   :func:`solo_ext.run.pretrain.build_trainer`, ``limit_train_batches`` = warm-up + timed steps) for
    ``MAE`` and ``MAERegularized`` with uniformity, TCR, MAGMA (block depth-2 -> last block) alone
    and all three on;
 2. the same MAE trained by a bare PyTorch loop (encoder + decoder + ``mae_loss_func`` + AdamW),
@@ -56,7 +56,7 @@ from solo_ext.backbones import build_backbone
 from solo_ext.config.pretrain import parse_cfg
 from solo_ext.losses.mae import mae_loss_func
 from solo_ext.methods import METHODS
-from solo_ext.pretrain import build_pretrain_loaders, build_trainer
+from solo_ext.run.pretrain import build_pretrain_loaders, build_trainer
 
 REPO = Path(__file__).resolve().parents[1]
 RECIPE = REPO / "scripts" / "pretrain" / "cifar" / "mae.yaml"
@@ -212,7 +212,7 @@ def mae_forward_backward(model, images: torch.Tensor) -> torch.Tensor:
 
 def bare_optimizer(model, cfg) -> torch.optim.Optimizer:
     """AdamW on encoder + decoder with the recipe's lr, weight decay and betas (foreach, as
-    :func:`solo_ext.utils.optim.build_optimizer` sets it)."""
+    :func:`solo_ext.optim.factory.build_optimizer` sets it)."""
     params = [p for p in (*model.backbone.parameters(), *model.decoder.parameters()) if p.requires_grad]
     kwargs = OmegaConf.to_container(cfg.optimizer.kwargs)
     return torch.optim.AdamW(

@@ -15,8 +15,8 @@ from pathlib import Path
 
 from hydra import compose, initialize_config_dir
 
-from solo_ext.pretrain import run_pretrain
-from solo_ext.utils.diagnostics import plot_spectra
+from solo_ext.eval.diagnostics import plot_spectra
+from solo_ext.run.pretrain import run_pretrain
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "scripts" / "pretrain" / "digits"
 RECIPES = {"MAE": "mae.yaml", "U-MAE (uniformity)": "u-mae.yaml", "M-MAE (TCR)": "tcr-mae.yaml"}

@@ -50,8 +50,8 @@ from benchmark import (  # noqa: E402  (bench/ is not a package)
 )
 
 from solo_ext.config.pretrain import parse_cfg  # noqa: E402
-from solo_ext.pretrain import build_pretrain_loaders, build_trainer  # noqa: E402
-from solo_ext.utils.diagnostics import atomic_output  # noqa: E402
+from solo_ext.eval.diagnostics import atomic_output  # noqa: E402
+from solo_ext.run.pretrain import build_pretrain_loaders, build_trainer  # noqa: E402
 from solo_ext.utils.quiet import quiet_libraries  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]

@@ -32,7 +32,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from solo_ext.utils.diagnostics import atomic_output
+from solo_ext.eval.diagnostics import atomic_output
 
 # Keys that say where or how a run was kept, not what it trained: never a grouping key.
 NOT_CONFIG = (

@@ -19,10 +19,10 @@ from torch import nn
 from torchmetrics import MeanMetric
 
 from solo_ext.backbones import build_backbone
-from solo_ext.utils.diagnostics import effective_rank, singular_values
-from solo_ext.utils.knn import WeightedKNNClassifier
+from solo_ext.eval.diagnostics import effective_rank, singular_values
+from solo_ext.eval.knn import WeightedKNNClassifier
+from solo_ext.optim.factory import build_optimizer, build_param_groups, lightning_lr_schedule
 from solo_ext.utils.nonfinite import NonFiniteGuard
-from solo_ext.utils.optim import build_optimizer, build_param_groups, lightning_lr_schedule
 
 # Validation dataloader indices: 0 is the labelled val set, 1 (when kNN is on) the training set
 # seen through the val transform, whose clean features form the kNN bank.

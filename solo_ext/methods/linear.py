@@ -34,10 +34,10 @@ from torch import nn
 from torchmetrics import MeanMetric
 
 from solo_ext.backbones.vit import MaskedViT
+from solo_ext.eval.diagnostics import effective_rank
+from solo_ext.eval.knn import WeightedKNNClassifier
 from solo_ext.methods.base import KNN_TRAIN_SET, VAL_SET, accuracy_at_k
-from solo_ext.utils.diagnostics import effective_rank
-from solo_ext.utils.knn import WeightedKNNClassifier
-from solo_ext.utils.optim import build_optimizer, build_param_groups, lightning_lr_schedule
+from solo_ext.optim.factory import build_optimizer, build_param_groups, lightning_lr_schedule
 
 
 def trainable_modules(backbone: MaskedViT, mode: str, partial_blocks: float | None = None) -> list[nn.Module]:

@@ -9,8 +9,8 @@ import torch
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.loggers import WandbLogger
 
-from solo_ext.utils.diagnostics import plot_spectrum
-from solo_ext.utils.reconstruction import reconstruction_grid, save_grid_png, upscale_nearest
+from solo_ext.eval.diagnostics import plot_spectrum
+from solo_ext.eval.reconstruction import reconstruction_grid, save_grid_png, upscale_nearest
 
 # small images (digits, CIFAR: 32 px) are repeated up to at least this many pixels per cell
 RECONSTRUCTION_MIN_CELL = 128

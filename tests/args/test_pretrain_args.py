@@ -5,7 +5,7 @@ import pytest
 
 from solo_ext.config.errors import ConfigError
 from solo_ext.config.pretrain import parse_cfg
-from solo_ext.pretrain import regularizer_lines
+from solo_ext.run.pretrain import regularizer_lines
 from tests.methods.tiny import tiny_cfg
 
 

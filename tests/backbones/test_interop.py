@@ -19,7 +19,7 @@ from solo_ext.config.pretrain import parse_cfg
 from solo_ext.export import export
 from solo_ext.losses.mae import mae_loss_func
 from solo_ext.methods import METHODS
-from solo_ext.pretrain import run_pretrain
+from solo_ext.run.pretrain import run_pretrain
 from solo_ext.utils.checkpointer import checkpoints_in
 from tests.methods.test_linear_model import save_tiny_pretrained
 from tests.methods.tiny import tiny_cfg

@@ -21,7 +21,7 @@ from solo_ext.config.pretrain import parse_cfg  # noqa: E402
 from solo_ext.data import build_transform_pipeline, prepare_pretrain_dataset  # noqa: E402
 from solo_ext.data.augmentations import FullTransformPipeline, NCropAugmentation  # noqa: E402
 from solo_ext.methods import METHODS  # noqa: E402
-from solo_ext.pretrain import build_trainer  # noqa: E402
+from solo_ext.run.pretrain import build_trainer  # noqa: E402
 from tests.methods.tiny import ALL_REGULARIZERS, tiny_cfg  # noqa: E402
 
 

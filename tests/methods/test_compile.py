@@ -5,7 +5,7 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from solo_ext.pretrain import run_pretrain
+from solo_ext.run.pretrain import run_pretrain
 from solo_ext.utils.checkpointer import checkpoints_in
 from tests.methods.tiny import tiny_cfg
 

@@ -7,7 +7,7 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from solo_ext.pretrain import run_pretrain
+from solo_ext.run.pretrain import run_pretrain
 from tests.methods.tiny import ALL_REGULARIZERS, tiny_cfg
 
 CONVERSIONS = ("item", "__float__", "__int__", "__bool__", "__index__", "tolist", "cpu", "numpy")
@@ -46,7 +46,7 @@ def test_no_host_conversion_between_logging_steps(tmp_path, monkeypatch, optimiz
     monkeypatch.chdir(tmp_path)
     counter = CountHostReads(monkeypatch, every=5)
     monkeypatch.setattr(
-        "solo_ext.pretrain.LearningRateMonitor", lambda **kwargs: counter
+        "solo_ext.run.pretrain.LearningRateMonitor", lambda **kwargs: counter
     )  # the lr monitor reads lrs (Python floats) at logging steps only; the counter takes its place
     cfg = tiny_cfg(
         tmp_path,

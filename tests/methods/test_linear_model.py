@@ -13,9 +13,9 @@ from solo_ext.backbones import build_backbone
 from solo_ext.backbones.loading import extract_backbone_state_dict, read_checkpoint
 from solo_ext.config.linear import parse_cfg
 from solo_ext.config.pretrain import parse_cfg as parse_pretrain_cfg
-from solo_ext.linear import build_linear_loaders, run_linear
 from solo_ext.methods import METHODS
 from solo_ext.methods.linear import LinearModel, layer_decay_scales, trainable_modules, vit_layer_id
+from solo_ext.run.linear import build_linear_loaders, run_linear
 from solo_ext.utils.checkpointer import Checkpointer, checkpoints_in
 from tests.methods.tiny import tiny_cfg
 

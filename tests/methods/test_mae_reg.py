@@ -16,7 +16,7 @@ from solo_ext.losses.magma import magma_loss
 from solo_ext.losses.tcr import tcr_loss
 from solo_ext.losses.uniformity import uniformity_loss
 from solo_ext.methods import METHODS
-from solo_ext.pretrain import run_pretrain
+from solo_ext.run.pretrain import run_pretrain
 from solo_ext.utils.checkpointer import checkpoints_in
 from solo_ext.utils.index_noise import index_noise
 from tests.methods.tiny import ALL_REGULARIZERS, tiny_cfg
@@ -195,7 +195,7 @@ def test_pretraining_decays_the_cls_and_mask_tokens_as_mae(tmp_path):
     # MAE's optimizer groups exempt only 1-D parameters and biases from weight decay
     from solo_ext.config.pretrain import parse_cfg
     from solo_ext.methods import METHODS
-    from solo_ext.utils.optim import build_param_groups
+    from solo_ext.optim.factory import build_param_groups
 
     optimizer = {"name": "adamw", "batch_size": 16, "lr": 1e-3, "exclude_bias_n_norm_wd": True}
     cfg = parse_cfg(tiny_cfg(tmp_path, method="mae", optimizer=optimizer))
@@ -211,7 +211,7 @@ def test_pretraining_decays_the_cls_and_mask_tokens_as_mae(tmp_path):
 def test_knn_bank_protocols(tmp_path, monkeypatch, bank, loaders):
     # "batches": the bank is what the method sees in training (solo-learn); "clean": the training
     # set through the val transform, an extra validation loader
-    from solo_ext.pretrain import build_pretrain_loaders
+    from solo_ext.run.pretrain import build_pretrain_loaders
 
     monkeypatch.chdir(tmp_path)
     cfg = tiny_cfg(tmp_path, method="mae", knn_eval={"enabled": True, "bank": bank})

@@ -88,7 +88,7 @@ def test_errors_exit_2_with_one_message(pretrained, tmp_path, capsys):
 def test_defaults_follow_the_run(tmp_path):
     # a run whose online probe read mean features and whose online kNN was k 5, euclidean:
     # main_knn.py without those flags measures the same protocol
-    from solo_ext.knn_eval import run_knn
+    from solo_ext.run.knn_eval import run_knn
 
     ckpt = save_tiny_pretrained(tmp_path)
     args_path = ckpt.parent / "args.json"

@@ -3,7 +3,7 @@
 Each recipe is composed with Hydra's compose API exactly as ``main_pretrain.py`` would compose it
 (its own ``augmentations/`` and ``wandb/`` groups), shrunk with command-line style overrides (a
 16-wide ViT that keeps its 12 blocks so MAGMA's block 10 exists, batch 4, two steps, CPU, fp32) and
-run through :func:`solo_ext.pretrain.run_pretrain` on a few real PNG/JPEG files written to tmp.
+run through :func:`solo_ext.run.pretrain.run_pretrain` on a few real PNG/JPEG files written to tmp.
 
 - CIFAR and STL-10 cannot be downloaded here: their recipes run with ``data.dataset=custom`` on an
   image folder at the recipe's own crop size.
@@ -30,7 +30,7 @@ from omegaconf import DictConfig
 from PIL import Image
 
 from solo_ext.config.errors import ConfigError
-from solo_ext.pretrain import run_pretrain
+from solo_ext.run.pretrain import run_pretrain
 
 REPO = Path(__file__).resolve().parents[2]
 SHIPPED = REPO / "scripts" / "pretrain"

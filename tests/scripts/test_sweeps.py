@@ -24,8 +24,8 @@ from wandb.sdk.launch.sweeps.utils import create_sweep_command_args
 import sweep_dry_run
 from solo_ext.config.errors import ConfigError
 from solo_ext.config.pretrain import parse_cfg
-from solo_ext.pretrain import check_not_multirun_ddp, run_pretrain
-from solo_ext.sweeps import (
+from solo_ext.run.pretrain import check_not_multirun_ddp, run_pretrain
+from solo_ext.run.sweeps import (
     DEFAULT_CONFIG_DIR,
     dry_run,
     fixed_arguments,

@@ -3,7 +3,7 @@ import os
 import pytest
 import torch
 
-from solo_ext.utils.diagnostics import (
+from solo_ext.eval.diagnostics import (
     atomic_output,
     effective_rank,
     effective_rank_of_spectrum,

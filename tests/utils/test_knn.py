@@ -4,7 +4,7 @@ import pytest
 import torch
 from torchmetrics.utilities import dim_zero_cat
 
-from solo_ext.utils.knn import WeightedKNNClassifier, knn_accuracy, knn_predict
+from solo_ext.eval.knn import WeightedKNNClassifier, knn_accuracy, knn_predict
 
 
 def random_problem(seed: int = 0, n_train: int = 40, n_test: int = 13, dim: int = 6, num_classes: int = 4):

@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from solo_ext.utils.lars import LARS
+from solo_ext.optim.lars import LARS
 
 
 def param_with_grad(values, grad) -> torch.nn.Parameter:

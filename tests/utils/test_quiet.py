@@ -4,7 +4,7 @@ import warnings
 
 from omegaconf import OmegaConf
 
-from solo_ext.pretrain import run_pretrain
+from solo_ext.run.pretrain import run_pretrain
 from tests.methods.tiny import tiny_cfg
 
 

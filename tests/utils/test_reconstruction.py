@@ -3,8 +3,8 @@ import pytest
 import torch
 from PIL import Image
 
+from solo_ext.eval.reconstruction import MASKED_GREY, reconstruction_grid, save_grid_png
 from solo_ext.losses.mae import patchify
-from solo_ext.utils.reconstruction import MASKED_GREY, reconstruction_grid, save_grid_png
 
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 PATCH, SIDE, PAD = 8, 32, 2
@@ -128,7 +128,7 @@ def test_long_caption_on_narrow_grid_is_not_cut_into_fragments(tmp_path):
 
 
 def test_small_images_are_upscaled_nearest_with_labelled_columns(tmp_path):
-    from solo_ext.utils.reconstruction import upscale_nearest
+    from solo_ext.eval.reconstruction import upscale_nearest
 
     imgs = normalised_images(2)  # 32-pixel images: x4 to reach 128
     grid = reconstruction_grid(imgs, patchify(imgs, PATCH), random_mask(2), PATCH, MEAN, STD, False, PAD)

@@ -22,7 +22,7 @@ from solo_ext.data import (
     prepare_transforms,
 )
 from solo_ext.methods.linear import LinearModel
-from solo_ext.pretrain import (
+from solo_ext.run.pretrain import (
     CKPT_ENV,
     RUN_ID_ENV,
     build_trainer,

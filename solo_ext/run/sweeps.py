@@ -28,10 +28,10 @@ from omegaconf.errors import OmegaConfBaseException
 
 from solo_ext.config.errors import ConfigError
 from solo_ext.config.pretrain import parse_cfg
-from solo_ext.hydra_check import one_line, split_argv
+from solo_ext.run.hydra_check import one_line, split_argv
 from solo_ext.utils.errors import DataError
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 # The config_path that main_pretrain.py's @hydra.main uses when no --config-path is given.
 DEFAULT_CONFIG_DIR = REPO / "scripts" / "pretrain" / "digits"
 METHODS = ("grid", "random", "bayes")

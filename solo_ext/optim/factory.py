@@ -7,7 +7,7 @@ from collections.abc import Iterable
 
 import torch
 
-from solo_ext.utils.lars import LARS
+from solo_ext.optim.lars import LARS
 
 OPTIMIZERS = {
     "sgd": torch.optim.SGD,

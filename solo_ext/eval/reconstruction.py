@@ -15,8 +15,8 @@ import torch
 from PIL import Image, ImageDraw, ImageFont
 from torch import Tensor
 
+from solo_ext.eval.diagnostics import atomic_output
 from solo_ext.losses.mae import patchify, unpatchify
-from solo_ext.utils.diagnostics import atomic_output
 
 # Same epsilon as the norm_pix_loss target, (x - mean) / sqrt(var + eps), so that the inverse
 # reproduces the original patch exactly.

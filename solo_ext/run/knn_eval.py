@@ -3,7 +3,7 @@
 The features of the training set (the bank) and of the val set are extracted once, both through
 the val transform, on a GPU when one is available and on the CPU otherwise; then every
 combination of feature type, distance, k and temperature is scored with
-:func:`solo_ext.utils.knn.knn_predict` (Wu et al., CVPR 2018; see that module for the vote).
+:func:`solo_ext.eval.knn.knn_predict` (Wu et al., CVPR 2018; see that module for the vote).
 """
 
 from __future__ import annotations
@@ -28,9 +28,9 @@ from solo_ext.data import (
     prepare_dataloader,
     prepare_transforms,
 )
+from solo_ext.eval.knn import knn_accuracy, knn_predict
 from solo_ext.results import merge_results
 from solo_ext.utils.checkpointer import checkpoints_in
-from solo_ext.utils.knn import knn_accuracy, knn_predict
 
 TABLE_COLUMNS = ("feature_type", "distance", "k", "T", "bank", "acc1", "acc5")
 # offline, the bank is always the training set through the val transform
