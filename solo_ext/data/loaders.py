@@ -1,57 +1,86 @@
-"""Data format check and DataLoader construction."""
+"""Data format check, the choice of image back-end, and DataLoader construction."""
 
 from __future__ import annotations
 
-import importlib.util
-import warnings
+from collections.abc import Callable, Mapping
 
 import torch
 from torch.utils.data import DataLoader, Dataset, RandomSampler
 
+from solo_ext.data.augmentations import build_transform_pipeline, prepare_transforms
+from solo_ext.data.dali import require_dali
+from solo_ext.data.downloads import TORCHVISION_DATASETS
+from solo_ext.data.tensor_pipeline import build_tensor_pipeline, tensor_classification_transforms
 from solo_ext.utils.errors import ConfigError
 
 DATA_FORMATS = ("image_folder", "ram_image_folder", "dali")
-
-
-def _dali_installed() -> bool:
-    try:
-        return importlib.util.find_spec("nvidia.dali") is not None
-    except (ImportError, ValueError):  # no "nvidia" parent package / broken namespace
-        return False
+# read by torchvision (downloaded archives) or held in memory (digits): no image folder to decode
+NOT_FOLDERS = (*TORCHVISION_DATASETS, "digits")
 
 
 def check_data_format(data_format: str, key: str = "data.format") -> str:
-    """Validate ``data.format`` and return the format the loaders will actually use.
+    """Validate ``data.format`` and return it.
 
     - ``image_folder``: images decoded from disk on access.
-    - ``ram_image_folder``: every image decoded once into memory at construction.
-    - ``dali``: accepted for compatibility with solo-learn configs, but solo-ext ships no DALI
-      pipeline: where NVIDIA DALI and a CUDA GPU are both present it falls back to
-      ``image_folder`` (same folder layout) with a one-line warning; elsewhere it is an error.
+    - ``ram_image_folder``: every image held in memory (decoded PIL images, or the encoded files
+      for the tensor back-end).
+    - ``dali``: NVIDIA DALI decodes and augments the same folders (:mod:`solo_ext.data.dali`); on
+      the GPU where CUDA is present, on DALI's CPU back-end elsewhere. Needs the ``dali`` extra.
 
     Raises:
-        ConfigError: unknown format, or ``dali`` without DALI and a CUDA GPU.
+        ConfigError: unknown format, or ``dali`` without DALI installed (naming the install
+            command).
     """
     if data_format not in DATA_FORMATS:
         raise ConfigError(f"{key}={data_format!r}: must be one of {', '.join(DATA_FORMATS)}")
-    if data_format != "dali":
-        return data_format
-    has_dali, has_gpu = _dali_installed(), torch.cuda.is_available()
-    if not (has_dali and has_gpu):
-        missing = (
-            "neither is available here"
-            if not (has_dali or has_gpu)
-            else ("NVIDIA DALI is not installed here" if has_gpu else "no CUDA GPU is available here")
-        )
-        raise ConfigError(
-            f"{key}='dali': needs NVIDIA DALI and a CUDA GPU, {missing}; "
-            "use data.format=image_folder (same folder layout)"
-        )
-    warnings.warn(
-        f"{key}='dali': solo-ext has no DALI pipeline; reading the same folders with image_folder",
-        stacklevel=2,
-    )
-    return "image_folder"
+    if data_format == "dali":
+        require_dali(key)
+    return data_format
+
+
+def image_backend(dataset: str, data_format: str) -> str:
+    """Which pipelines read ``dataset`` in ``data_format``.
+
+    - ``"tensor"``: image folders in ``image_folder``/``ram_image_folder`` (the default):
+      torchvision decodes, ``transforms.v2`` augments uint8 tensors, the module normalises on the
+      device (:mod:`solo_ext.data.tensor_pipeline`).
+    - ``"dali"``: image folders in ``dali`` (:mod:`solo_ext.data.dali`).
+    - ``"pil"``: CIFAR, STL-10 (torchvision) and digits: PIL transforms to normalised floats.
+
+    Raises:
+        ConfigError: ``dali`` for a dataset that is not an image folder.
+    """
+    data_format = check_data_format(data_format)
+    if dataset in NOT_FOLDERS:
+        if data_format == "dali":
+            raise ConfigError(
+                f"data.format='dali': reads image folders (imagenet, imagenet100, tiny-imagenet, custom), "
+                f"not dataset {dataset}; use data.format=image_folder"
+            )
+        return "pil"
+    return "dali" if data_format == "dali" else "tensor"
+
+
+def pretrain_transform(backend: str, dataset: str, aug: Mapping) -> Callable:
+    """One pretraining pipeline of the filled entry ``aug``: PIL -> normalised float (``"pil"``)
+    or uint8 tensor -> uint8 (``"tensor"``)."""
+    if backend == "pil":
+        return build_transform_pipeline(dataset, aug)
+    if backend == "tensor":
+        return build_tensor_pipeline(aug)
+    raise ValueError(f"backend={backend!r}: per-image transforms exist for pil and tensor")
+
+
+def classification_transforms(
+    backend: str, dataset: str, crop_size: int | None = None, aug_cfg: Mapping | None = None
+) -> tuple[Callable, Callable]:
+    """``(T_train, T_val)`` of :func:`~solo_ext.data.augmentations.prepare_transforms` for the
+    back-end (the tensor ones leave normalisation to the device)."""
+    if backend == "pil":
+        return prepare_transforms(dataset, crop_size, aug_cfg)
+    if backend == "tensor":
+        return tensor_classification_transforms(dataset, crop_size)
+    raise ValueError(f"backend={backend!r}: per-image transforms exist for pil and tensor")
 
 
 def prepare_dataloader(
