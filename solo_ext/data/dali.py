@@ -254,10 +254,11 @@ class DaliLoader:
         self.dataset_name, self.crop_size, self.train = dataset, crop_size, train
         self.batch_size, self.num_threads, self.seed = batch_size, max(1, num_threads), seed
         pretraining = augmentations is not None
-        # Lightning finds set_epoch here, as on a DataLoader's sampler
+        # Lightning finds set_epoch here, as on a DataLoader's sampler, and reads batch_sampler
         self.sampler = EpochShards(
             len(self.files), batch_size, shuffle=train, drop_last=pretraining or train, seed=seed
         )
+        self.batch_sampler = None
 
     def __len__(self) -> int:
         return len(self.sampler)
