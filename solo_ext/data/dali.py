@@ -24,7 +24,8 @@ antialiased; or ``resize`` to s x s), ``color_twist`` (brightness, contrast, sat
 DALI applies them in a fixed order where torchvision draws one, and its contrast pivots on mid-grey
 rather than the image's mean grey), grayscale as ``color_twist(saturation=0)`` (the same luma
 weights), ``gaussian_blur`` (sigma 0.1-2), solarization as a 256-entry ``lookup_table``,
-``equalize``, ``flip``. An op the installed DALI lacks stops with a one-line error naming the key.
+``flip``. ``equalization`` has no DALI equivalent (:data:`DALI_OPS`): it, or an op the installed
+DALI lacks, stops with a one-line error naming the augmentation key.
 """
 
 from __future__ import annotations
@@ -43,14 +44,17 @@ from solo_ext.utils.errors import ConfigError
 from solo_ext.utils.seeds import epoch_seed
 
 INSTALL_HINT = 'pip install -e ".[dali]" (package nvidia-dali-cuda120)'
-# The DALI operator behind each augmentation key (None: built from operators every version has).
+# The DALI operator behind each augmentation key; None: DALI has no equivalent. Its
+# fn.equalize is OpenCV's histogram equalisation, not PIL's ImageOps.equalize (another lookup
+# table: on 32-px crops of a photograph it brightens the blue channel by ~20 grey levels more),
+# so equalization is refused rather than silently changed.
 DALI_OPS = {
     "rrc": "random_resized_crop",
     "color_jitter": "color_twist",
     "grayscale": "color_twist",
     "gaussian_blur": "gaussian_blur",
     "solarization": "lookup_table",
-    "equalization": "equalize",
+    "equalization": None,
     "horizontal_flip": "flip",
 }
 
@@ -72,19 +76,24 @@ def require_dali(key: str = "data.format") -> None:
 
 
 def check_dali_augmentation(aug: Mapping, key: str) -> None:
-    """ConfigError ``<key>.<section>.prob=<p>: ...`` for an augmentation switched on whose DALI
-    operator the installed DALI does not have."""
+    """ConfigError ``<key>.<section>.prob=<p>: ...`` for an augmentation switched on that DALI
+    cannot do (:data:`DALI_OPS`)."""
     from nvidia.dali import fn
 
     for section, op in DALI_OPS.items():
         active = aug[section]["enabled"] if section == "rrc" else aug[section]["prob"] > 0
-        if active and not hasattr(fn, op):
-            value = aug[section]["enabled"] if section == "rrc" else aug[section]["prob"]
-            field = "enabled" if section == "rrc" else "prob"
-            raise ConfigError(
-                f"{key}.{section}.{field}={value!r}: the installed DALI has no fn.{op}; switch "
-                f"{section} off or use data.format=image_folder"
-            )
+        if not active or (op is not None and hasattr(fn, op)):
+            continue
+        field = "enabled" if section == "rrc" else "prob"
+        lacks = (
+            f"the installed DALI has no fn.{op}"
+            if op is not None
+            else f"DALI has no {section} equal to PIL's (fn.equalize maps the histogram differently)"
+        )
+        raise ConfigError(
+            f"{key}.{section}.{field}={aug[section][field]!r}: {lacks}; switch {section} off or use "
+            "data.format=image_folder"
+        )
 
 
 class EpochShards:
@@ -188,9 +197,6 @@ def _augment(images, aug: Mapping):
             keys = list(range(256))
             values = [k if k < SOLARIZE_THRESHOLD else 255 - k for k in keys]
             out = fn.lookup_table(out, keys=keys, values=values, dtype=types.UINT8)
-    if aug["equalization"]["prob"] > 0:
-        if _coin(aug["equalization"]["prob"]):
-            out = fn.equalize(out)
     if aug["horizontal_flip"]["prob"] > 0:
         out = fn.flip(out, horizontal=fn.random.coin_flip(probability=aug["horizontal_flip"]["prob"]))
     return fn.transpose(out, perm=[2, 0, 1])
