@@ -27,7 +27,7 @@ import numpy as np
 import pytest
 import torch
 from hydra import compose, initialize_config_dir
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 from PIL import Image
 
 from solo_ext.pretrain import run_pretrain
@@ -64,6 +64,8 @@ def recipe_params() -> list:
             marks = []
             if prefix == "scripts" and path.parent.name in SLOW_FOLDERS:
                 marks.append(pytest.mark.slow)
+            if OmegaConf.load(path).get("data", {}).get("format") == "dali":
+                marks.append(pytest.mark.dali_format)
             params.append(pytest.param(path, id=case_id, marks=marks))
     return params
 
