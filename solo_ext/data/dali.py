@@ -154,23 +154,25 @@ def _coin(probability: float):
     return fn.random.coin_flip(probability=probability, dtype=types.BOOL)
 
 
-def _augment(images, aug: Mapping):
-    """One crop of the decoded HWC uint8 ``images`` through the entry ``aug`` -> CHW uint8."""
+def _rrc_window(rrc: Mapping) -> dict:
+    """torchvision's RandomResizedCrop window: area fraction and log-uniform aspect ratio 3/4-4/3."""
+    return {
+        "random_area": [rrc["crop_min_scale"], rrc["crop_max_scale"]],
+        "random_aspect_ratio": [3 / 4, 4 / 3],
+    }
+
+
+def _augment(images, aug: Mapping, cropped: bool = False):
+    """One crop of the decoded HWC uint8 ``images`` through the entry ``aug`` -> CHW uint8;
+    ``cropped``: the decoder already cut the random window, only the resize is left."""
     from nvidia.dali import fn, types
 
     size = aug["crop_size"]
-    rrc = aug["rrc"]
-    if rrc["enabled"]:
-        out = fn.random_resized_crop(
-            images,
-            size=[size, size],
-            random_area=[rrc["crop_min_scale"], rrc["crop_max_scale"]],
-            random_aspect_ratio=[3 / 4, 4 / 3],
-            interp_type=types.INTERP_CUBIC,
-            antialias=True,
-        )
+    cubic = {"interp_type": types.INTERP_CUBIC, "antialias": True}
+    if aug["rrc"]["enabled"] and not cropped:
+        out = fn.random_resized_crop(images, size=[size, size], **_rrc_window(aug["rrc"]), **cubic)
     else:
-        out = fn.resize(images, resize_x=size, resize_y=size, interp_type=types.INTERP_CUBIC, antialias=True)
+        out = fn.resize(images, resize_x=size, resize_y=size, **cubic)
     jitter = aug["color_jitter"]
     if jitter["prob"] > 0:
         if _coin(jitter["prob"]):
@@ -260,6 +262,11 @@ class DaliLoader:
         self.dataset_name, self.crop_size, self.train = dataset, crop_size, train
         self.batch_size, self.num_threads, self.seed = batch_size, max(1, num_threads), seed
         pretraining = augmentations is not None
+        self.single_random_crop = (
+            pretraining
+            and sum(a["num_crops"] for a in self.augmentations) == 1
+            and self.augmentations[0]["rrc"]["enabled"]
+        )
         # Lightning finds set_epoch here, as on a DataLoader's sampler, and reads batch_sampler
         self.sampler = EpochShards(
             len(self.files), batch_size, shuffle=train, drop_last=pretraining or train, seed=seed
@@ -290,9 +297,14 @@ class DaliLoader:
         @pipeline_def(enable_conditionals=True)
         def pipeline():
             encoded = fn.external_source(source=source, batch=True, batch_info=True, no_copy=True)
-            images = fn.decoders.image(
-                encoded, device="mixed" if device == "gpu" else "cpu", output_type=types.RGB
-            )
+            decoder = {"device": "mixed" if device == "gpu" else "cpu", "output_type": types.RGB}
+            if self.single_random_crop:
+                # One crop per image (MAE's recipe): the decoder cuts the random window and decodes
+                # only the part of the JPEG it needs (solo-learn's DALI pipeline does the same).
+                window = _rrc_window(self.augmentations[0]["rrc"])
+                images = fn.decoders.image_random_crop(encoded, **decoder, **window, num_attempts=10)
+                return (_augment(images, self.augmentations[0], cropped=True),)
+            images = fn.decoders.image(encoded, **decoder)
             if self.augmentations is None:
                 return _eval_crop(images, self.dataset_name, self.crop_size, self.train)
             return tuple(_augment(images, aug) for aug in self.augmentations for _ in range(aug["num_crops"]))

@@ -33,7 +33,14 @@ SIZE = 32
 # 0.27 * sqrt(2 / 1200) = 0.011; flip rate (p 0.5) 0.5 * sqrt(2 / 1200) = 0.020.
 NUM_CROPS = 1200
 NUM_SE = 4.0
-BACKENDS = ("pil", "tensor", pytest.param("dali", marks=pytest.mark.dali))
+# "dali-2crops": two crops per image, cut from the decoded image by fn.random_resized_crop; with one
+# crop per image DALI decodes only the random window (fn.decoders.image_random_crop)
+BACKENDS = (
+    "pil",
+    "tensor",
+    pytest.param("dali", marks=pytest.mark.dali),
+    pytest.param("dali-2crops", marks=pytest.mark.dali),
+)
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -82,9 +89,12 @@ def draw(backend: str, path: Path, aug: dict, count: int = NUM_CROPS) -> torch.T
     else:
         from solo_ext.data.dali import DaliLoader
 
-        samples = ImageSamples([path] * count, [0] * count)
-        loader = DaliLoader(samples, batch_size=200, num_threads=1, seed=0, augmentations=[aug])
-        crops = torch.cat([batch[1][0] for batch in loader])
+        crops_per_image = 2 if backend == "dali-2crops" else 1
+        images = count // crops_per_image
+        samples = ImageSamples([path] * images, [0] * images)
+        augmentations = [{**aug, "num_crops": crops_per_image}]
+        loader = DaliLoader(samples, batch_size=200, num_threads=1, seed=0, augmentations=augmentations)
+        crops = torch.cat([crop for batch in loader for crop in batch[1]])
     return normalize_images(crops, mean, std)
 
 
@@ -174,10 +184,10 @@ def op_params():
     for op in OPS:
         for backend in BACKENDS[1:]:
             name = backend if isinstance(backend, str) else backend.values[0]
-            if op == "equalization" and name == "dali":
+            if (op == "equalization" and name.startswith("dali")) or (op != "mae" and name == "dali-2crops"):
                 continue
             marks = [] if op == "mae" else [pytest.mark.slow]
-            if name == "dali":
+            if name.startswith("dali"):
                 marks.append(pytest.mark.dali)
             yield pytest.param(name, op, marks=marks, id=f"{op}-{name}")
 
