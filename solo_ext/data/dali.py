@@ -37,12 +37,15 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import torch
 
+from solo_ext.data.decode import decode_rgb_tensor
 from solo_ext.data.folders import ImageSamples
 from solo_ext.data.info import check_dataset
 from solo_ext.data.tensor_pipeline import BLUR_SIGMA, SOLARIZE_THRESHOLD
-from solo_ext.utils.errors import ConfigError
+from solo_ext.utils.errors import ConfigError, DataError
 from solo_ext.utils.seeds import epoch_seed
 
+# batches DALI prepares ahead of the one being consumed
+PREFETCH = 2
 INSTALL_HINT = 'pip install -e ".[dali]" (package nvidia-dali-cuda120)'
 # The DALI operator behind each augmentation key; None: DALI has no equivalent. Its
 # fn.equalize is OpenCV's histogram equalisation, not PIL's ImageOps.equalize (another lookup
@@ -311,7 +314,13 @@ class DaliLoader:
 
         device_id = torch.cuda.current_device() if self.use_gpu else None
         seed = epoch_seed(self.seed, self.sampler.epoch, rank) % 2**31
-        pipe = pipeline(batch_size=batch, num_threads=self.num_threads, device_id=device_id, seed=seed)
+        pipe = pipeline(
+            batch_size=batch,
+            num_threads=self.num_threads,
+            device_id=device_id,
+            seed=seed,
+            prefetch_queue_depth=PREFETCH,
+        )
         pipe.build()
         return pipe
 
@@ -325,6 +334,18 @@ class DaliLoader:
         feed_ndarray(dense, out, cuda_stream=stream)
         return out
 
+    def _raise_for_bad_file(self, positions: list[int], step: int, exc: RuntimeError):
+        """DALI's errors are pages long and name no file: find the file (in this batch or the
+        ones prefetched after it) that our own decoder cannot read either, and name it."""
+        ahead = positions[step * self.batch_size : (step + 1 + PREFETCH) * self.batch_size]
+        for position in ahead:
+            decode_rgb_tensor(self.files[position])  # DataError: cannot decode image '<file>': ...
+        first_line = next((line for line in str(exc).splitlines() if "failure" in line or "rror" in line), "")
+        raise DataError(
+            f"DALI failed on a batch of {len(ahead)} files from '{self.files[ahead[0]]}' on, all of "
+            f"which torchvision decodes: {first_line.strip()}"
+        ) from exc
+
     def __iter__(self):
         rank, _ = self.sampler.rank_and_world()
         positions = self.sampler.positions()
@@ -334,7 +355,10 @@ class DaliLoader:
         try:
             for step in range(len(self)):
                 chunk = torch.tensor(positions[step * self.batch_size : (step + 1) * self.batch_size])
-                outputs = [self._to_torch(o) for o in pipe.run()]
+                try:
+                    outputs = [self._to_torch(o) for o in pipe.run()]
+                except RuntimeError as exc:
+                    self._raise_for_bad_file(positions, step, exc)
                 targets = self.targets[chunk]
                 if self.augmentations is None:
                     yield [outputs[0], targets]

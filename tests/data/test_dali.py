@@ -71,3 +71,14 @@ def test_shards_cover_the_epoch_with_equal_steps(monkeypatch, num_samples, world
     assert len({len(p) for p in per_rank}) == 1  # equal work per rank: padded by wrap-around
     seen = [i for p in per_rank for i in p]
     assert set(seen) == set(range(num_samples)) and len(seen) - num_samples < world
+
+
+def test_an_undecodable_file_is_named(noise_folder):
+    from solo_ext.data.dali import dali_pretrain_loader
+    from solo_ext.utils.errors import DataError
+
+    bad = noise_folder / "ant" / "broken.jpg"
+    bad.write_bytes(b"\xff\xd8\xff" + b"\x00" * 50)  # a JPEG header and nothing after it
+    ds = prepare_pretrain_dataset("custom", None, str(noise_folder), "dali")
+    with pytest.raises(DataError, match=f"^cannot decode image '{bad}'"):
+        list(dali_pretrain_loader(ds, [_aug()], batch_size=13, num_workers=1, seed=0))
