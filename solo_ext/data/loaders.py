@@ -96,11 +96,12 @@ def prepare_dataloader(
     Pretraining batches of :func:`~solo_ext.data.datasets.prepare_pretrain_dataset` items are
     ``[indexes (B,), [crop_0 (B, 3, H, W), ...], targets (B,)]``; classification batches are
     ``[x (B, 3, H, W), y (B,)]``; images are normalised floats (PIL back-end) or uint8 (tensor
-    back-end), which the LightningModules normalise on the device. ``pin_memory`` only when CUDA is available (it warns and does
-    nothing otherwise); ``persistent_workers`` when ``num_workers > 0``, so workers are not
-    re-spawned every epoch. Under DDP Lightning swaps in a DistributedSampler; ``batch_size`` is
-    per process. ``generator`` (optional) drives the shuffling instead of the global RNG (it is
-    read lazily, when the first batch of an epoch is drawn).
+    back-end), which the LightningModules normalise on the device. ``pin_memory`` only when CUDA
+    is available (it warns and does nothing otherwise); ``persistent_workers`` when
+    ``num_workers > 0``, so workers are not re-spawned every epoch. Under DDP Lightning swaps in a
+    DistributedSampler; ``batch_size`` is per process. ``generator`` (optional) drives the
+    shuffling instead of the global RNG (it is read lazily, when the first batch of an epoch is
+    drawn).
 
     Raises:
         ConfigError: ``batch_size < 1``, ``num_workers < 0``, or ``drop_last`` with a dataset

@@ -66,7 +66,14 @@ def recipe_params() -> list:
                 marks.append(pytest.mark.slow)
             if OmegaConf.load(path).get("data", {}).get("format") == "dali":
                 marks.append(pytest.mark.dali_format)
-            params.append(pytest.param(path, id=case_id, marks=marks))
+            params.append(pytest.param(path, [], id=case_id, marks=marks))
+    # solo-learn's ImageNet-100 recipes other than MAE's read data.format "dali": its MAE recipe
+    # in that format, through DALI
+    solo_learn = UPSTREAM / "solo-learn" / "imagenet-100" / "mae.yaml"
+    dali = [pytest.mark.dali]
+    params.append(
+        pytest.param(solo_learn, ["data.format=dali"], id="upstream/solo-learn/imagenet-100/dali", marks=dali)
+    )
     return params
 
 
@@ -176,9 +183,9 @@ def compose_recipe(path: Path, overrides: list[str]) -> DictConfig:
         return compose(config_name=path.name, overrides=overrides)
 
 
-@pytest.mark.parametrize("recipe", recipe_params())
-def test_recipe_trains_two_steps(recipe: Path, tmp_path: Path, one_thread) -> None:
-    cfg = compose_recipe(recipe, [])
+@pytest.mark.parametrize("recipe, extra", recipe_params())
+def test_recipe_trains_two_steps(recipe: Path, extra: list[str], tmp_path: Path, one_thread) -> None:
+    cfg = compose_recipe(recipe, extra)
     ckpt_dir = tmp_path / "trained_models"
     overrides = [
         "++backbone.kwargs.embed_dim=16",
@@ -203,6 +210,7 @@ def test_recipe_trains_two_steps(recipe: Path, tmp_path: Path, one_thread) -> No
         "++auto_resume.enabled=False",
         *data_overrides(cfg, tmp_path),
         *start_regularizers_now(cfg),
+        *extra,
     ]
     if cfg.data.get("format") == "dali" and not dali_installed():
         with pytest.raises(ConfigError, match=r"^data\.format='dali': NVIDIA DALI is not installed here; "):
