@@ -209,6 +209,19 @@ class StepTimer(pl.Callback):
         return self.ends[-1] - first
 
 
+class DataWait(StepTimer):
+    """Time from the end of one step to the start of the next: the wait for the loader."""
+
+    def __init__(self, device: torch.device, warmup: int) -> None:
+        super().__init__(device, warmup)
+        self.waits: list[float] = []
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        super().on_train_batch_start(trainer, pl_module, batch, batch_idx)
+        if self.ends and len(self.ends) >= self.warmup:
+            self.waits.append(time.perf_counter() - self.ends[-1])
+
+
 class PremadeBatches(Dataset):
     """Already collated batches, handed out as they are (``DataLoader(batch_size=None)``)."""
 
@@ -396,36 +409,14 @@ def photo_loaders(args, folder: Path) -> dict:
     return loaders
 
 
-class DataWait(pl.Callback):
-    """Seconds between one training batch's end and the next one's start (the loader's turn, the
-    host-to-device copy and the batch hooks included) against the whole step period."""
-
-    def __init__(self) -> None:
-        self.last_end: float | None = None
-        self.wait = self.total = 0.0
-
-    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
-        if self.last_end is not None:
-            self.wait += time.perf_counter() - self.last_end
-
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-        now = time.perf_counter()
-        if self.last_end is not None:
-            self.total += now - self.last_end
-        self.last_end = now
-
-    def share(self) -> float:
-        return self.wait / self.total
-
-
 def data_wait_share(args, loader) -> float:
     """Share of step time spent waiting for ``loader``'s batches in one epoch of a tiny MAE."""
     cfg = parse_cfg(photo_cfg(args, Path("."), "image_folder"))
-    waiter = DataWait()
+    waiter = DataWait(torch.device("cpu"), warmup=1)  # the first step builds and warms up
     run_dir = Path(tempfile.mkdtemp(dir=args.workdir))
     trainer = build_trainer(cfg, run_dir, run_dir.name, [waiter])
     trainer.fit(build_model(cfg), loader)
-    return waiter.share()
+    return sum(waiter.waits) / waiter.timed_seconds()
 
 
 def run_loaders(args) -> dict:
