@@ -32,5 +32,7 @@ setup(
         # Hugging Face ViTMAE export (python -m solo_ext.export --to hf) and import
         "interop": ["transformers>=4.40"],
         "slurm": ["hydra-submitit-launcher>=1.2"],
+        # data.format: dali (GPU decoding where CUDA is present, DALI's CPU back-end elsewhere)
+        "dali": ["nvidia-dali-cuda120"],
     },
 )

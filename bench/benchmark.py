@@ -12,7 +12,16 @@ shared machine hits every variant alike; the best run is kept, since contention 
 3. each regularizer's cost as its step time / the plain Lightning MAE step time;
 4. images/s of the pretraining data loaders (digits in memory; a folder of PNGs) against the model;
 5. model FLOPs per image (``FlopCounterMode`` over one forward+backward) and the achieved fraction
-   of the machine's matmul rate (a ``torch.mm`` probe in the same run).
+   of the machine's matmul rate (a ``torch.mm`` probe in the same run);
+6. the loader back-ends on photographs at ImageNet size (``--only-loaders`` runs this part alone):
+   images/s per core (``num_workers=0``, one torch thread, DALI ``num_threads=1``) of the MAE
+   augmentation at 224 px (RandomResizedCrop 0.08-1 + flip) through the PIL pipeline (the
+   baseline), the tensor pipeline (``transforms.v2`` on uint8; its device normalisation timed on
+   this CPU in a row of its own) and DALI's CPU back-end when installed, each as a ratio of the
+   PIL rate of the same run; and, per back-end, the share of a short training run's step time
+   (a 2-block ViT at 224 px, patch 32) spent waiting for data. The photographs are crops of the
+   ones scikit-learn (and scikit-image, when installed) ship, resized to 500 x 375 and saved as
+   JPEG quality 90 in four class folders, or ``--photo-folder``, any ImageFolder.
 
 Every model and loader is built from a config through :func:`solo_ext.config.pretrain.parse_cfg`, so
 the real code path runs. The model defaults to the CIFAR recipe's architecture
@@ -27,6 +36,7 @@ Usage::
     python bench/benchmark.py                      # CPU, batch 32
     python bench/benchmark.py --device cuda --batch-size 256 --steps 20 --warmup 5
     python bench/benchmark.py --tiny --steps 2 --warmup 1 --json out.json
+    python bench/benchmark.py --only-loaders --repeats 3       # section 6 alone
 """
 
 from __future__ import annotations
@@ -54,6 +64,16 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from solo_ext.backbones import build_backbone
 from solo_ext.config.pretrain import parse_cfg
+from solo_ext.data import (
+    build_transform_pipeline,
+    dataset_mean_std,
+    fill_augmentation_defaults,
+    prepare_pretrain_dataset,
+)
+from solo_ext.data.augmentations import FullTransformPipeline, NCropAugmentation
+from solo_ext.data.dali import dali_installed
+from solo_ext.data.loaders import prepare_dataloader
+from solo_ext.data.tensor_pipeline import normalize_images
 from solo_ext.losses.mae import mae_loss_func
 from solo_ext.methods import METHODS
 from solo_ext.run.pretrain import build_pretrain_loaders, build_trainer
@@ -74,6 +94,20 @@ TCR = {"weight": 0.01, "mu": 1.0}
 MAGMA_WEIGHT = 1.0
 
 NUM_FOLDER_IMAGES = 512
+PHOTO_SIZE = (500, 375)  # an average ImageNet training image, landscape (every 4th portrait)
+PHOTO_CROP = 224
+# the ImageNet MAE recipe's augmentation (scripts/pretrain/imagenet-100/augmentations/reconstruction.yaml)
+PHOTO_AUGMENTATION = {
+    "rrc": {"crop_min_scale": 0.08},
+    "horizontal_flip": {"prob": 0.5},
+    "crop_size": PHOTO_CROP,
+}
+PHOTO_BACKBONE = {
+    "name": "vit_tiny",
+    "kwargs": {"img_size": PHOTO_CROP, "patch_size": 32, "depth": 2, "embed_dim": 32, "num_heads": 2},
+}
+PIL_ROW, TENSOR_ROW = "PIL (baseline)", "tensor / transforms.v2"
+TENSOR_CPU_NORM_ROW, DALI_ROW = "tensor + normalise on this CPU", "DALI, CPU back-end"
 MATMUL_SIZE = 1024
 BARE = "bare PyTorch MAE loop"
 LIGHTNING = "Lightning MAE"
@@ -173,6 +207,19 @@ class StepTimer(pl.Callback):
         """Wall time of the steps after the warm-up, Lightning's loop between them included."""
         first = self.ends[self.warmup - 1] if self.warmup else self.start
         return self.ends[-1] - first
+
+
+class DataWait(StepTimer):
+    """Time from the end of one step to the start of the next: the wait for the loader."""
+
+    def __init__(self, device: torch.device, warmup: int) -> None:
+        super().__init__(device, warmup)
+        self.waits: list[float] = []
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        super().on_train_batch_start(trainer, pl_module, batch, batch_idx)
+        if self.ends and len(self.ends) >= self.warmup:
+            self.waits.append(time.perf_counter() - self.ends[-1])
 
 
 class PremadeBatches(Dataset):
@@ -275,13 +322,15 @@ def matmul_flops_per_second(args) -> float:
     return 2 * MATMUL_SIZE**3 * iterations / (time.perf_counter() - start)
 
 
-def loader_images_per_second(loader: DataLoader, max_batches: int) -> float:
+def loader_images_per_second(loader, max_batches: int, on_batch=None) -> float:
     """Images/s of one pass over ``loader`` (at most ``max_batches``), its first batch excluded
-    (worker start-up)."""
+    (worker start-up, DALI's pipeline build); ``on_batch(crops)`` is timed with it."""
     iterator = iter(loader)
     next(iterator)
     images, start = 0, time.perf_counter()
     for _, (_, crops, _) in zip(range(max_batches - 1), iterator, strict=False):
+        if on_batch is not None:
+            on_batch(crops)
         images += crops[0].shape[0]
     if images == 0:
         raise RuntimeError("the loader gave a single batch; lower --batch-size to time it")
@@ -296,6 +345,139 @@ def write_png_folder(root: Path, count: int, size: int) -> None:
         folder.mkdir(parents=True, exist_ok=True)
         pixels = rng.integers(0, 256, size=(size, size, 3), dtype=np.uint8)
         Image.fromarray(pixels).save(folder / f"{i:04d}.png")
+
+
+def write_photo_folder(root: Path, count: int) -> Path:
+    """``count`` JPEGs (quality 90) of ``PHOTO_SIZE`` in 4 class folders: random crops (55-100% of
+    the short side, 4:3) of the photographs scikit-learn ships (china, flower) and, when
+    installed, scikit-image's (astronaut, coffee, chelsea, rocket, ...)."""
+    from sklearn.datasets import load_sample_images
+
+    photos = list(load_sample_images().images)
+    try:
+        from skimage import data as skdata
+
+        for name in ("astronaut", "coffee", "chelsea", "rocket", "immunohistochemistry", "motorcycle_left"):
+            try:
+                image = getattr(skdata, name)()
+            except Exception:  # noqa: BLE001 - a photo that needs a download is skipped
+                continue
+            if image.ndim == 3 and image.shape[2] == 3:
+                photos.append(image)
+    except ImportError:
+        pass
+    rng = np.random.default_rng(0)
+    for i in range(count):
+        photo = photos[i % len(photos)]
+        size = PHOTO_SIZE if i % 4 else PHOTO_SIZE[::-1]
+        h, w = photo.shape[:2]
+        scale = rng.uniform(0.55, 1.0) * min(w / size[0], h / size[1])
+        cw, ch = int(size[0] * scale), int(size[1] * scale)
+        x, y = rng.integers(0, w - cw + 1), rng.integers(0, h - ch + 1)
+        image = Image.fromarray(photo[y : y + ch, x : x + cw]).resize(size, Image.BICUBIC)
+        folder = root / f"class_{i % 4}"
+        folder.mkdir(parents=True, exist_ok=True)
+        image.save(folder / f"{i:04d}.jpg", quality=90)
+    return root
+
+
+def photo_cfg(args, folder: Path, data_format: str) -> dict:
+    """A tiny MAE at 224 px (patch 32) reading ``folder`` as ``custom`` in ``data_format``."""
+    parts = {
+        "backbone": PHOTO_BACKBONE,
+        "method_kwargs": dict(TINY_DECODER),
+        "optimizer": {"name": "adamw", "lr": 1.5e-4},
+        "scheduler": {"name": "warmup_cosine", "warmup_epochs": 0},
+        "augmentations": [PHOTO_AUGMENTATION],
+    }
+    data = {"dataset": "custom", "train_path": str(folder), "format": data_format, "num_workers": 0}
+    cfg = bench_cfg(args, parts, "mae", None, data=data, limit_train_batches=1.0)
+    cfg["optimizer"]["batch_size"] = args.loader_batch_size
+    cfg["precision"], cfg["accelerator"] = "32-true", "cpu"
+    return cfg
+
+
+def photo_loaders(args, folder: Path) -> dict:
+    """Back-end row name -> its pretraining loader over ``folder``, one process, no workers."""
+    aug = fill_augmentation_defaults(PHOTO_AUGMENTATION, "custom")
+    pil = FullTransformPipeline([NCropAugmentation(build_transform_pipeline("custom", aug), 1)])
+    pil_ds = prepare_pretrain_dataset("custom", pil, str(folder), "image_folder")
+    loaders = {PIL_ROW: prepare_dataloader(pil_ds, args.loader_batch_size, 0, generator=torch.Generator())}
+    loaders[TENSOR_ROW], _ = build_pretrain_loaders(parse_cfg(photo_cfg(args, folder, "image_folder")))
+    if dali_installed():
+        loaders[DALI_ROW], _ = build_pretrain_loaders(parse_cfg(photo_cfg(args, folder, "dali")))
+    return loaders
+
+
+def data_wait_share(args, loader) -> float:
+    """Share of step time spent waiting for ``loader``'s batches in one epoch of a tiny MAE."""
+    cfg = parse_cfg(photo_cfg(args, Path("."), "image_folder"))
+    waiter = DataWait(torch.device("cpu"), warmup=1)  # the first step builds and warms up
+    run_dir = Path(tempfile.mkdtemp(dir=args.workdir))
+    trainer = build_trainer(cfg, run_dir, run_dir.name, [waiter])
+    trainer.fit(build_model(cfg), loader)
+    return sum(waiter.waits) / waiter.timed_seconds()
+
+
+def run_loaders(args) -> dict:
+    """Section 6: per-core images/s of each back-end and its share of data waiting in training."""
+    folder = args.photo_folder or write_photo_folder(args.workdir / "photos", args.photos)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        loaders = photo_loaders(args, folder)
+        aug = fill_augmentation_defaults(PHOTO_AUGMENTATION, "custom")
+        mean, std = (torch.tensor(v) for v in dataset_mean_std("custom", aug))
+
+        def normalise_on_cpu(crops):
+            for x in crops:
+                normalize_images(x, mean, std)
+
+        timed = dict(loaders)
+        timed[TENSOR_CPU_NORM_ROW] = loaders[TENSOR_ROW]
+        rates: dict[str, list[float]] = {name: [] for name in timed}
+        batches = max(2, len(loaders[PIL_ROW]))
+        for loader in loaders.values():  # untimed: the files into the page cache, lazy set-ups
+            loader_images_per_second(loader, batches)
+        for _ in range(args.repeats):
+            for name, loader in timed.items():
+                hook = normalise_on_cpu if name == TENSOR_CPU_NORM_ROW else None
+                rates[name].append(loader_images_per_second(loader, batches, hook))
+        waits = {name: data_wait_share(args, loader) for name, loader in loaders.items()}
+    finally:
+        torch.set_num_threads(threads)
+    best = {name: max(values) for name, values in rates.items()}
+    return {
+        "folder": str(folder),
+        "images": sum(1 for _ in Path(folder).rglob("*") if _.is_file()),
+        "batch_size": args.loader_batch_size,
+        "rows": {
+            name: {
+                "images_per_second_per_core": best[name],
+                "vs_pil": best[name] / best[PIL_ROW],
+                "rates_per_repeat": rates[name],
+                "data_wait_share": waits.get(name),
+            }
+            for name in timed
+        },
+        "dali_installed": dali_installed(),
+    }
+
+
+def format_loader_table(section: dict) -> str:
+    lines = [
+        f"loaders: {section['images']} photographs in {section['folder']}, batch {section['batch_size']}, "
+        f"MAE augmentation at {PHOTO_CROP} px, num_workers 0, 1 torch thread, DALI num_threads 1",
+        f"{'back-end':<42} {'img/s/core':>10} {'vs PIL':>8} {'data wait':>10}",
+    ]
+    for name, row in section["rows"].items():
+        wait = "" if row["data_wait_share"] is None else f"{row['data_wait_share']:.0%}"
+        lines.append(
+            f"{name:<42} {row['images_per_second_per_core']:>10.1f} {row['vs_pil']:>8.2f} {wait:>10}".rstrip()
+        )
+    if not section["dali_installed"]:
+        lines.append('(DALI not installed: pip install -e ".[dali]" adds its row)')
+    return "\n".join(lines)
 
 
 def take_batches(loader: DataLoader, count: int) -> list:
@@ -470,6 +652,10 @@ def parse_args(argv: list[str] | None = None):
     parser.add_argument("--num-workers", type=int, default=0, help="data loader workers")
     parser.add_argument("--loader-batches", type=int, default=40, help="batches per loader pass")
     parser.add_argument("--tiny", action="store_true", help="a 2-block ViT for a fast smoke run")
+    parser.add_argument("--only-loaders", action="store_true", help="run the loader back-end section alone")
+    parser.add_argument("--photo-folder", type=Path, help="ImageFolder of photos, loader section")
+    parser.add_argument("--photos", type=int, default=200, help="photos to write without a folder")
+    parser.add_argument("--loader-batch-size", type=int, default=32, help="batch of the loader section")
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args(argv)
     if args.device == "cuda" and not torch.cuda.is_available():
@@ -498,9 +684,13 @@ def main(argv: list[str] | None = None) -> dict:
     quiet_lightning()
     with tempfile.TemporaryDirectory(prefix="solo_ext_bench_") as workdir:
         args.workdir = Path(workdir)
-        results = run(args)
+        results = {} if args.only_loaders else run(args)
+        results["loader_backends"] = run_loaders(args)
     results["machine"] = machine()
-    print(format_table(results))
+    if not args.only_loaders:
+        print(format_table(results))
+        print()
+    print(format_loader_table(results["loader_backends"]))
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))
     return results

@@ -42,7 +42,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from benchmark import (  # noqa: E402  (bench/ is not a package)
     TINY_BACKBONE,
     TINY_DECODER,
-    StepTimer,
+    DataWait,
     bench_cfg,
     flops_per_image,
     lightning_seconds,
@@ -155,19 +155,6 @@ def write_jpeg_folder(root: Path, count: int, width: int, height: int) -> None:
         folder = root / f"class_{i % 2}"
         folder.mkdir(parents=True, exist_ok=True)
         Image.fromarray(pixels.clip(0, 255).astype(np.uint8)).save(folder / f"{i:05d}.jpg", quality=90)
-
-
-class DataWait(StepTimer):
-    """Time from the end of one step to the start of the next: the wait for the loader."""
-
-    def __init__(self, device: torch.device, warmup: int) -> None:
-        super().__init__(device, warmup)
-        self.waits: list[float] = []
-
-    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
-        super().on_train_batch_start(trainer, pl_module, batch, batch_idx)
-        if self.ends and len(self.ends) >= self.warmup:
-            self.waits.append(time.perf_counter() - self.ends[-1])
 
 
 def data_wait_share(args, folder: Path) -> dict:

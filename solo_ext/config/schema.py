@@ -21,8 +21,9 @@ from pydantic import Field, ValidationInfo, create_model, field_validator, model
 
 from solo_ext.backbones.vit import BACKBONE_PRESETS, backbone_arguments
 from solo_ext.data.augmentations import AugmentationSpec
+from solo_ext.data.dali import INSTALL_HINT, dali_installed, dali_unsupported
 from solo_ext.data.info import DATASETS
-from solo_ext.data.loaders import DATA_FORMATS, dali_installed
+from solo_ext.data.loaders import DATA_FORMATS, image_backend
 from solo_ext.regularizers import REGULARIZERS
 from solo_ext.utils.declared import Declared, number_in
 from solo_ext.utils.errors import NO_VALUE, FieldError
@@ -92,14 +93,25 @@ class Data(Declared):
             raise FieldError("fraction", value, "must be -1 or 1 (all data) or in (0, 1)")
         return value
 
-    @field_validator("format")
-    @classmethod
-    def _format(cls, value: str) -> str:
-        if value == "dali" and not (dali_installed() and torch.cuda.is_available()):
+    @model_validator(mode="after")
+    def _dali(self) -> Data:
+        if self.format != "dali":
+            return self
+        if not dali_installed():
             raise FieldError(
-                "format", value, "needs NVIDIA DALI and a CUDA GPU; use format=image_folder (same folders)"
+                "format",
+                self.format,
+                f"NVIDIA DALI is not installed here; install the extra with {INSTALL_HINT} "
+                "or use data.format=image_folder (same folder layout)",
             )
-        return value
+        if image_backend(self.dataset, self.format) != "dali":
+            raise FieldError(
+                "format",
+                self.format,
+                "reads image folders (imagenet, imagenet100, tiny-imagenet, custom), "
+                f"not dataset {self.dataset}; use data.format=image_folder",
+            )
+        return self
 
 
 class PretrainData(Data):
@@ -405,6 +417,20 @@ class PretrainConfig(_Run):
     compile: bool = False
 
     @model_validator(mode="after")
+    def _dali_has_every_augmentation(self) -> PretrainConfig:
+        for i, aug in enumerate(self.augmentations if self.data.format == "dali" else ()):
+            lacking = dali_unsupported(aug.model_dump())
+            if lacking:
+                section, field, why = lacking
+                value = getattr(getattr(aug, section), field)
+                raise FieldError(
+                    f"augmentations[{i}].{section}.{field}",
+                    value,
+                    f"{why}; switch {section} off or use data.format=image_folder",
+                )
+        return self
+
+    @model_validator(mode="after")
     def _crop_fits_backbone(self) -> PretrainConfig:
         crop = max(aug.crop_size or DATASETS[self.data.dataset].crop_size for aug in self.augmentations)
         img_size = self.backbone.arguments()["img_size"]
@@ -465,6 +491,13 @@ class LinearConfig(_Run):
                 self.optimizer.layer_decay,
                 "only applies when backbone blocks train (mode=partial or finetune); "
                 "set it to 0 for a linear probe",
+            )
+        if self.auto_augment and self.data.format == "dali":
+            raise FieldError(
+                "auto_augment",
+                True,
+                "data.format='dali' has no RandAugment/random erasing pipeline; "
+                "use data.format=image_folder or auto_augment=False",
             )
         mixing = self.mixup > 0 or self.cutmix > 0
         if mixing and self.knn_eval.enabled and self.knn_eval.bank == "batches":

@@ -12,6 +12,13 @@ Pretraining::
 
 Classification: ``prepare_transforms`` -> ``prepare_classification_datasets`` -> ``prepare_dataloader``
 (``shuffle=False, drop_last=False`` for val), batches ``[x (B,3,H,W), y (B,)]``.
+
+Back-ends (:func:`~solo_ext.data.loaders.image_backend`): the above is the PIL one (normalised
+float batches; CIFAR, STL-10, digits, and the reference). Image folders are read by default by
+the tensor back-end (:mod:`solo_ext.data.tensor_pipeline`: ``build_tensor_pipeline`` on the same
+filled entry, ``decode="tensor"`` datasets, uint8 batches) or, with ``data.format: dali``, by
+:mod:`solo_ext.data.dali` (``DaliLoader``: the same batch structure, uint8). uint8 batches are
+normalised on the device by the LightningModules (``normalize_images``).
 """
 
 from solo_ext.data.augmentations import (
@@ -27,7 +34,7 @@ from solo_ext.data.datasets import (
     prepare_pretrain_dataset,
 )
 from solo_ext.data.info import DATASETS, DatasetInfo, dataset_mean_std, num_classes_of
-from solo_ext.data.loaders import DATA_FORMATS, dali_installed, prepare_dataloader
+from solo_ext.data.loaders import DATA_FORMATS, image_backend, prepare_dataloader
 
 __all__ = [
     "DATASETS",
@@ -40,6 +47,7 @@ __all__ = [
     "dali_installed",
     "dataset_mean_std",
     "fill_augmentation_defaults",
+    "image_backend",
     "num_classes_of",
     "prepare_classification_datasets",
     "prepare_dataloader",

@@ -88,9 +88,11 @@ def take_fraction(ds: Dataset, fraction: float, stratified: bool = True) -> Data
     return ds.subset(indices) if isinstance(ds, ImageSamples) else Subset(ds, indices)
 
 
-def _finish(ds: Dataset, data_format: str) -> Dataset:
-    if data_format == "ram_image_folder" and isinstance(ds, ImageSamples):
-        ds.load_into_memory()
+def _finish(ds: Dataset, data_format: str, decode: str) -> Dataset:
+    if isinstance(ds, ImageSamples):
+        ds.decode = decode
+        if data_format == "ram_image_folder":
+            ds.load_into_memory()
     return ds
 
 
@@ -102,6 +104,7 @@ def prepare_pretrain_dataset(
     no_labels: bool = False,
     fraction: float = -1.0,
     download: bool = True,
+    decode: str = "pil",
 ) -> Dataset:
     """The pretraining set of ``dataset``; item ``i`` is ``(i, transform(image_i), target_i)``.
 
@@ -114,11 +117,14 @@ def prepare_pretrain_dataset(
     Args:
         train_path: dataset root (cifar/stl) or train folder; default
             ``DATASETS[dataset].train_path`` (under ``./datasets``); ignored for digits.
-        data_format: ``image_folder``, ``ram_image_folder`` (decode every image once, now) or
+        data_format: ``image_folder``, ``ram_image_folder`` (every image held in memory) or
             ``dali``.
         no_labels: ``custom`` reads any folder of images; other datasets hide their labels.
         fraction: stratified subset in (0, 1); -1 or 1 for all.
         download: cifar/stl only: download into ``train_path`` when the files are missing.
+        decode: image folders only: what ``transform`` receives, ``"pil"`` (an RGB PIL image) or
+            ``"tensor"`` (uint8 (3, H, W); see :func:`image_backend`). ``dali`` reads the folder as
+            ``image_folder`` does; a :class:`~solo_ext.data.dali.DaliLoader` then decodes it.
 
     Raises:
         DataError: missing or malformed folders, failed download, undecodable image.
@@ -136,7 +142,7 @@ def prepare_pretrain_dataset(
     else:
         base = class_folder_dataset(root, key, dataset, transform)
     base = take_fraction(base, fraction, stratified=not no_labels)
-    return IndexedDataset(_finish(base, data_format), hide_labels=no_labels)
+    return IndexedDataset(_finish(base, data_format, decode), hide_labels=no_labels)
 
 
 def prepare_classification_datasets(
@@ -148,13 +154,15 @@ def prepare_classification_datasets(
     data_format: str = "image_folder",
     fraction: float = -1.0,
     download: bool = True,
+    decode: str = "pil",
 ) -> tuple[Dataset, Dataset]:
     """Labelled train and val sets of ``dataset``; items ``(T(image), target)``.
 
     The val folder is indexed with the train folder's classes, so its labels agree with the
     train labels even if a class is missing from it. ``fraction`` subsamples the train set only.
     Paths default to ``DATASETS[dataset].train_path`` / ``.val_path``; ``custom`` has no default
-    val folder. Digits ignore both paths (1,437 train / 360 val images).
+    val folder. Digits ignore both paths (1,437 train / 360 val images). ``decode``: as for
+    :func:`prepare_pretrain_dataset`.
 
     Raises:
         DataError: missing or malformed folders (``custom`` without ``val_path`` included),
@@ -179,4 +187,4 @@ def prepare_classification_datasets(
         else:
             val = class_folder_dataset(val_root, "data.val_path", dataset, T_val, classes=train.classes)
     train = take_fraction(train, fraction)
-    return _finish(train, data_format), _finish(val, data_format)
+    return _finish(train, data_format, decode), _finish(val, data_format, decode)

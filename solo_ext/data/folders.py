@@ -2,8 +2,10 @@
 
 Every reader returns an :class:`ImageSamples`, whose items are ``(transform(image), target)``.
 Images are decoded lazily from their paths (``image_folder``) or, after
-:meth:`ImageSamples.load_into_memory`, once, up front (``ram_image_folder``); both give identical
-items.
+:meth:`ImageSamples.load_into_memory`, held in memory (``ram_image_folder``); both give identical
+items. ``decode="pil"`` hands the transform an RGB PIL image; ``decode="tensor"`` a uint8 tensor
+(3, H, W) (:func:`~solo_ext.data.decode.decode_rgb_tensor`: torchvision's JPEG decoder,
+PIL for other formats), for the ``transforms.v2`` pipelines.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from PIL import Image
 from torch.utils.data import Dataset
 from torchvision.datasets.folder import IMG_EXTENSIONS
 
+from solo_ext.data.decode import decode_rgb_tensor, read_bytes
 from solo_ext.utils.errors import DataError
 
 IMAGE_EXTENSIONS = tuple(IMG_EXTENSIONS)
@@ -48,7 +51,9 @@ class ImageSamples(Dataset):
             decoded RGB PIL image.
         targets: class index per sample, -1 for unlabelled samples.
         classes: class names, ``classes[t]`` is the name of target ``t``.
-        transform: applied to the PIL image; None returns the image itself.
+        transform: applied to the decoded image; None returns the image itself.
+        decode: ``"pil"`` (RGB PIL image) or ``"tensor"`` (uint8 tensor (3, H, W)), what the
+            transform receives.
     """
 
     def __init__(
@@ -57,33 +62,52 @@ class ImageSamples(Dataset):
         targets: Sequence[int],
         classes: Sequence[str] = (),
         transform: Callable | None = None,
+        decode: str = "pil",
     ) -> None:
         if len(images) != len(targets):
             raise ValueError(f"{len(images)} images but {len(targets)} targets")
+        if decode not in ("pil", "tensor"):
+            raise ValueError(f"decode={decode!r}: must be pil or tensor")
         self.images = list(images)
         self.targets = [int(t) for t in targets]
         self.classes = list(classes)
         self.transform = transform
+        self.decode = decode
+        # ram_image_folder with decode="tensor": the encoded files, decoded on every access
+        self.encoded: list[bytes] | None = None
 
     def __len__(self) -> int:
         return len(self.images)
 
     def subset(self, indices: Sequence[int]) -> ImageSamples:
         """A new dataset of the samples at ``indices`` (same classes and transform)."""
-        return ImageSamples(
+        out = ImageSamples(
             [self.images[i] for i in indices],
             [self.targets[i] for i in indices],
             self.classes,
             self.transform,
+            self.decode,
         )
+        if self.encoded is not None:
+            out.encoded = [self.encoded[i] for i in indices]
+        return out
 
     def load_into_memory(self) -> None:
-        """Decode every image not yet decoded (``ram_image_folder``): items stay identical, reads stop."""
-        self.images = [img if isinstance(img, Image.Image) else load_rgb(img) for img in self.images]
+        """``ram_image_folder``: items stay identical, file reads stop. With ``decode="pil"`` every
+        image is decoded once, now; with ``decode="tensor"`` the encoded files are kept (a JPEG is
+        ~10x smaller than its pixels) and decoded on every access, which the JPEG decoder does
+        faster than PIL converts a held image."""
+        if self.decode == "tensor":
+            self.encoded = [read_bytes(p) for p in self.images]
+        else:
+            self.images = [img if isinstance(img, Image.Image) else load_rgb(img) for img in self.images]
 
     def __getitem__(self, index: int):
         image = self.images[index]
-        if not isinstance(image, Image.Image):
+        if self.decode == "tensor" and not isinstance(image, Image.Image):
+            source = self.encoded[index] if self.encoded is not None else image
+            image = decode_rgb_tensor(source, name=image)
+        elif not isinstance(image, Image.Image):
             image = load_rgb(image)
         if self.transform is not None:
             image = self.transform(image)

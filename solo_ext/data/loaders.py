@@ -1,22 +1,58 @@
-"""Data format check and DataLoader construction."""
+"""Data format check, the choice of image back-end, and DataLoader construction."""
 
 from __future__ import annotations
 
-import importlib.util
+from collections.abc import Callable, Mapping
 
 import torch
 from torch.utils.data import DataLoader, Dataset, RandomSampler
 
+from solo_ext.data.augmentations import build_transform_pipeline, prepare_transforms
+from solo_ext.data.downloads import TORCHVISION_DATASETS
+from solo_ext.data.tensor_pipeline import build_tensor_pipeline, tensor_classification_transforms
 from solo_ext.utils.errors import DataError
 
 DATA_FORMATS = ("image_folder", "ram_image_folder", "dali")
+# read by torchvision (downloaded archives) or held in memory (digits): no image folder to decode
+NOT_FOLDERS = (*TORCHVISION_DATASETS, "digits")
 
 
-def dali_installed() -> bool:
-    try:
-        return importlib.util.find_spec("nvidia.dali") is not None
-    except (ImportError, ValueError):  # no "nvidia" parent package / broken namespace
-        return False
+def image_backend(dataset: str, data_format: str) -> str:
+    """Which pipelines read ``dataset`` in ``data_format``.
+
+    - ``"tensor"``: image folders in ``image_folder``/``ram_image_folder`` (the default):
+      torchvision decodes, ``transforms.v2`` augments uint8 tensors, the module normalises on the
+      device (:mod:`solo_ext.data.tensor_pipeline`).
+    - ``"dali"``: image folders in ``dali`` (:mod:`solo_ext.data.dali`).
+    - ``"pil"``: CIFAR, STL-10 (torchvision) and digits: PIL transforms to normalised floats.
+
+    (``dali`` for a dataset that is not an image folder is refused by the config layer.)
+    """
+    if dataset in NOT_FOLDERS:
+        return "pil"
+    return "dali" if data_format == "dali" else "tensor"
+
+
+def pretrain_transform(backend: str, dataset: str, aug: Mapping) -> Callable:
+    """One pretraining pipeline of the filled entry ``aug``: PIL -> normalised float (``"pil"``)
+    or uint8 tensor -> uint8 (``"tensor"``)."""
+    if backend == "pil":
+        return build_transform_pipeline(dataset, aug)
+    if backend == "tensor":
+        return build_tensor_pipeline(aug)
+    raise ValueError(f"backend={backend!r}: per-image transforms exist for pil and tensor")
+
+
+def classification_transforms(
+    backend: str, dataset: str, crop_size: int | None = None, aug_cfg: Mapping | None = None
+) -> tuple[Callable, Callable]:
+    """``(T_train, T_val)`` of :func:`~solo_ext.data.augmentations.prepare_transforms` for the
+    back-end (the tensor ones leave normalisation to the device)."""
+    if backend == "pil":
+        return prepare_transforms(dataset, crop_size, aug_cfg)
+    if backend == "tensor":
+        return tensor_classification_transforms(dataset, crop_size)
+    raise ValueError(f"backend={backend!r}: per-image transforms exist for pil and tensor")
 
 
 def prepare_dataloader(
@@ -31,11 +67,13 @@ def prepare_dataloader(
 
     Pretraining batches of :func:`~solo_ext.data.datasets.prepare_pretrain_dataset` items are
     ``[indexes (B,), [crop_0 (B, 3, H, W), ...], targets (B,)]``; classification batches are
-    ``[x (B, 3, H, W), y (B,)]``. ``pin_memory`` only when CUDA is available (it warns and does
-    nothing otherwise); ``persistent_workers`` when ``num_workers > 0``, so workers are not
-    re-spawned every epoch. Under DDP Lightning swaps in a DistributedSampler; ``batch_size`` is
-    per process. ``generator`` (optional) drives the shuffling instead of the global RNG (it is
-    read lazily, when the first batch of an epoch is drawn).
+    ``[x (B, 3, H, W), y (B,)]``; images are normalised floats (PIL back-end) or uint8 (tensor
+    back-end), which the LightningModules normalise on the device. ``pin_memory`` only when CUDA
+    is available (it warns and does nothing otherwise); ``persistent_workers`` when
+    ``num_workers > 0``, so workers are not re-spawned every epoch. Under DDP Lightning swaps in a
+    DistributedSampler; ``batch_size`` is per process. ``generator`` (optional) drives the
+    shuffling instead of the global RNG (it is read lazily, when the first batch of an epoch is
+    drawn).
 
     Raises:
         DataError: ``drop_last`` with a dataset smaller than one batch (an epoch would have no step).

@@ -19,18 +19,17 @@ from torch import nn
 from torchmetrics import MeanMetric
 
 from solo_ext.backbones import build_backbone
+from solo_ext.data.info import dataset_mean_std
+from solo_ext.data.tensor_pipeline import crop_stats, normalize_images
 from solo_ext.eval.diagnostics import effective_rank, singular_values
 from solo_ext.eval.knn import WeightedKNNClassifier
 from solo_ext.optim.factory import build_optimizer, build_param_groups, lightning_lr_schedule
 from solo_ext.utils.nonfinite import NonFiniteGuard
+from solo_ext.utils.seeds import epoch_seed
 
 # Validation dataloader indices: 0 is the labelled val set, 1 (when kNN is on) the training set
 # seen through the val transform, whose clean features form the kNN bank.
 VAL_SET, KNN_TRAIN_SET = 0, 1
-
-
-def epoch_seed(seed: int, epoch: int, rank: int) -> int:
-    return ((seed * 1_000_003 + epoch) * 10_007 + rank) % 2**63
 
 
 def seed_epoch(seed: int, epoch: int, rank: int) -> None:
@@ -83,6 +82,7 @@ class BaseMethod(pl.LightningModule):
                 num_classes=self.num_classes,
             )
         self.guard = NonFiniteGuard()
+        self._register_image_stats(cfg)
         self._compiled = False
         self.val_loss_metric = MeanMetric()
         self.val_acc1_metric = MeanMetric()
@@ -90,6 +90,35 @@ class BaseMethod(pl.LightningModule):
         self._diag_features: list[torch.Tensor] = []
         self._diag_count = 0
         self.last_singular_values: torch.Tensor | None = None
+
+    def _register_image_stats(self, cfg: DictConfig) -> None:
+        # Loaders of image folders hand over uint8 images, normalised here on the device
+        # (on_after_batch_transfer): per crop with its pipeline's mean/std, val images with the
+        # first pipeline's (as the val transform of the PIL back-end). Not persistent: they follow
+        # from the config, and checkpoints keep their keys.
+        stats = crop_stats(cfg.data.dataset, cfg.augmentations)
+        val_mean, val_std = dataset_mean_std(cfg.data.dataset, cfg.augmentations[0])
+        self.register_buffer("crop_mean", torch.tensor([m for m, _ in stats]), persistent=False)
+        self.register_buffer("crop_std", torch.tensor([s for _, s in stats]), persistent=False)
+        self.register_buffer("val_mean", torch.tensor(val_mean), persistent=False)
+        self.register_buffer("val_std", torch.tensor(val_std), persistent=False)
+
+    def on_after_batch_transfer(self, batch, dataloader_idx: int):
+        """uint8 images (tensor and DALI back-ends) -> normalised float32, on the device; float
+        batches (PIL back-end: CIFAR, STL-10, digits) pass unchanged. Pretraining batches are
+        ``[indexes, [crops], targets]``, evaluation batches ``[x, y]``."""
+        if len(batch) == 3:
+            indexes, crops, targets = batch
+            if isinstance(crops, torch.Tensor):
+                crops = [crops]
+            crops = [normalize_images(x, self.crop_mean[i], self.crop_std[i]) for i, x in enumerate(crops)]
+            return [indexes, crops, targets]
+        x, targets = batch
+        return [self.normalize_val_images(x), targets]
+
+    def normalize_val_images(self, x: torch.Tensor) -> torch.Tensor:
+        """Evaluation images as the val transform of the PIL back-end gives them (uint8 -> float)."""
+        return normalize_images(x, self.val_mean, self.val_std)
 
     def on_fit_start(self) -> None:
         # here rather than in __init__: subclasses' modules exist, and the model is on its device

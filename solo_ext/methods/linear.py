@@ -34,6 +34,8 @@ from torch import nn
 from torchmetrics import MeanMetric
 
 from solo_ext.backbones.vit import MaskedViT
+from solo_ext.data.info import dataset_mean_std
+from solo_ext.data.tensor_pipeline import normalize_images
 from solo_ext.eval.diagnostics import effective_rank
 from solo_ext.eval.knn import WeightedKNNClassifier
 from solo_ext.methods.base import KNN_TRAIN_SET, VAL_SET, accuracy_at_k
@@ -138,6 +140,11 @@ class LinearModel(pl.LightningModule):
         self.val_acc5_metric = MeanMetric()
         self._rank_features: list[torch.Tensor] = []
         self._rank_count = 0
+        # uint8 batches of the tensor and DALI back-ends are normalised on the device with the
+        # dataset's statistics (those of prepare_transforms); not persistent, checkpoint keys stay
+        mean, std = dataset_mean_std(cfg.data.dataset)
+        self.register_buffer("image_mean", torch.tensor(mean), persistent=False)
+        self.register_buffer("image_std", torch.tensor(std), persistent=False)
 
     # ----------------------------------------------------------------- modes
     def train(self, mode: bool = True) -> LinearModel:
@@ -148,6 +155,11 @@ class LinearModel(pl.LightningModule):
         for module in self._trainable:
             module.train(mode)
         return self
+
+    def on_after_batch_transfer(self, batch, dataloader_idx: int):
+        """``[x, y]``: a uint8 ``x`` becomes normalised float32 on the device; float ``x`` passes."""
+        x, targets = batch
+        return [normalize_images(x, self.image_mean, self.image_std), targets]
 
     # ----------------------------------------------------------------- forward
     def extract_features(self, x: torch.Tensor) -> torch.Tensor:

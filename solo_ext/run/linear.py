@@ -15,12 +15,9 @@ from torch.utils.data import DataLoader
 from solo_ext.backbones import MaskedViT, build_backbone
 from solo_ext.backbones.loading import load_backbone_weights
 from solo_ext.config.linear import parse_cfg
-from solo_ext.data import (
-    dataset_mean_std,
-    prepare_classification_datasets,
-    prepare_dataloader,
-    prepare_transforms,
-)
+from solo_ext.data import dataset_mean_std, prepare_classification_datasets, prepare_dataloader
+from solo_ext.data.dali import dali_classification_loader
+from solo_ext.data.loaders import classification_transforms, image_backend
 from solo_ext.methods.linear import LinearModel
 from solo_ext.run.pretrain import (
     CKPT_ENV,
@@ -68,10 +65,18 @@ def build_linear_loaders(cfg: DictConfig, crop_size: int) -> tuple[DataLoader, l
     """(train loader, [val loader] plus, with kNN on, the training set under the val transform).
 
     Batches are ``[x (B, 3, crop_size, crop_size), y (B,)]``; training images are randomly
-    resized crops (timm's RandAugment and random erasing on top with ``auto_augment``).
+    resized crops (timm's RandAugment and random erasing on top with ``auto_augment``, on PIL
+    images). Image folders come as uint8 (tensor or DALI back-end), normalised by LinearModel on
+    the device.
+    (``auto_augment`` with ``data.format: dali`` is refused by the config layer.)
     """
     data = cfg.data
-    train_transform, val_transform = prepare_transforms(data.dataset, crop_size)
+    backend = image_backend(data.dataset, data.format)
+    if cfg.auto_augment:
+        backend = "pil"  # timm's RandAugment transforms PIL images
+    train_transform = val_transform = None
+    if backend != "dali":
+        train_transform, val_transform = classification_transforms(backend, data.dataset, crop_size)
     if cfg.auto_augment:
         mean, std = dataset_mean_std(data.dataset)
         train_transform = create_transform(
@@ -84,22 +89,33 @@ def build_linear_loaders(cfg: DictConfig, crop_size: int) -> tuple[DataLoader, l
             mean=mean,
             std=std,
         )
-    sets = {"train_path": data.train_path, "val_path": data.val_path, "data_format": data.format}
+    sets = {
+        "train_path": data.train_path,
+        "val_path": data.val_path,
+        "data_format": data.format,
+        "decode": "tensor" if backend == "tensor" else "pil",
+    }
     train_ds, val_ds = prepare_classification_datasets(
         data.dataset, train_transform, val_transform, fraction=data.fraction, **sets
     )
     batch_size = cfg.optimizer.batch_size
-    train_loader = prepare_dataloader(train_ds, batch_size, data.num_workers)
 
-    def eval_loader(ds):
+    def loader(ds, train: bool):
+        if backend == "dali":
+            return dali_classification_loader(
+                ds, data.dataset, crop_size, batch_size, data.num_workers, cfg.seed, train=train
+            )
+        if train:
+            return prepare_dataloader(ds, batch_size, data.num_workers)
         return prepare_dataloader(ds, batch_size, data.num_workers, shuffle=False, drop_last=False)
 
-    val_loaders = [eval_loader(val_ds)]
+    train_loader = loader(train_ds, train=True)
+    val_loaders = [loader(val_ds, train=False)]
     if cfg.knn_eval.enabled and cfg.knn_eval.bank == "clean":
         clean_train_ds, _ = prepare_classification_datasets(
             data.dataset, val_transform, val_transform, fraction=data.fraction, **sets
         )
-        val_loaders.append(eval_loader(clean_train_ds))
+        val_loaders.append(loader(clean_train_ds, train=False))
     return train_loader, val_loaders
 
 

@@ -19,13 +19,13 @@ from solo_ext.config.schema import trainer_keys
 from solo_ext.data import (
     FullTransformPipeline,
     NCropAugmentation,
-    build_transform_pipeline,
     dataset_mean_std,
     prepare_classification_datasets,
     prepare_dataloader,
     prepare_pretrain_dataset,
-    prepare_transforms,
 )
+from solo_ext.data.dali import dali_classification_loader, dali_pretrain_loader
+from solo_ext.data.loaders import classification_transforms, image_backend, pretrain_transform
 from solo_ext.methods import METHODS
 from solo_ext.results import collect_results, format_summary, write_results
 from solo_ext.utils.callbacks import PicturesCallback
@@ -39,32 +39,47 @@ RUN_ID_ENV, CKPT_ENV = "SOLO_EXT_RUN_ID", "SOLO_EXT_RESUME_CKPT"
 
 def build_pretrain_loaders(cfg: DictConfig):
     """(train loader of ``[idx, [crops], y]``, list of val loaders: the val set and, with kNN on,
-    the training set under the val transform for the kNN bank)."""
+    the training set under the val transform for the kNN bank).
+
+    Image folders are read by the tensor back-end (uint8 batches) or, with ``data.format: dali``,
+    by DALI (:func:`~solo_ext.data.loaders.image_backend`); the methods normalise uint8 batches
+    on the device."""
     data = cfg.data
-    pipelines = [
-        NCropAugmentation(build_transform_pipeline(data.dataset, aug), aug.num_crops)
-        for aug in cfg.augmentations
-    ]
+    backend = image_backend(data.dataset, data.format)
+    augmentations = [OmegaConf.to_container(aug, resolve=True) for aug in cfg.augmentations]
+    transform = None
+    if backend != "dali":
+        transform = FullTransformPipeline(
+            [
+                NCropAugmentation(pretrain_transform(backend, data.dataset, aug), aug["num_crops"])
+                for aug in augmentations
+            ]
+        )
     train_ds = prepare_pretrain_dataset(
         data.dataset,
-        FullTransformPipeline(pipelines),
+        transform,
         train_path=data.train_path,
         data_format=data.format,
         no_labels=data.no_labels,
         fraction=data.fraction,
+        decode="tensor" if backend == "tensor" else "pil",
     )
-    # Its own generator, re-seeded every epoch by the method (see BaseMethod.on_train_epoch_start):
-    # the shuffling does not depend on when Lightning happens to create the iterator.
-    train_loader = prepare_dataloader(
-        train_ds, cfg.optimizer.batch_size, data.num_workers, generator=torch.Generator()
-    )
+    batch_size = cfg.optimizer.batch_size
+    if backend == "dali":
+        train_loader = dali_pretrain_loader(train_ds, augmentations, batch_size, data.num_workers, cfg.seed)
+    else:
+        # Its own generator, re-seeded every epoch by the method (see BaseMethod.on_train_epoch_start):
+        # the shuffling does not depend on when Lightning happens to create the iterator.
+        train_loader = prepare_dataloader(train_ds, batch_size, data.num_workers, generator=torch.Generator())
     has_val = not data.no_labels and (
         data.val_path is not None or data.dataset not in ("custom", "imagenet", "imagenet100")
     )
     if not has_val:
         return train_loader, []
-    crop_size = max(aug.crop_size for aug in cfg.augmentations)
-    _, val_transform = prepare_transforms(data.dataset, crop_size, aug_cfg=cfg.augmentations[0])
+    crop_size = max(aug["crop_size"] for aug in augmentations)
+    val_transform = None
+    if backend != "dali":
+        _, val_transform = classification_transforms(backend, data.dataset, crop_size, augmentations[0])
     clean_train_ds, val_ds = prepare_classification_datasets(
         data.dataset,
         val_transform,
@@ -73,12 +88,15 @@ def build_pretrain_loaders(cfg: DictConfig):
         val_path=data.val_path,
         data_format=data.format,
         fraction=data.fraction,
+        decode="tensor" if backend == "tensor" else "pil",
     )
 
     def eval_loader(ds):
-        return prepare_dataloader(
-            ds, cfg.optimizer.batch_size, data.num_workers, shuffle=False, drop_last=False
-        )
+        if backend == "dali":
+            return dali_classification_loader(
+                ds, data.dataset, crop_size, batch_size, data.num_workers, cfg.seed, train=False
+            )
+        return prepare_dataloader(ds, batch_size, data.num_workers, shuffle=False, drop_last=False)
 
     loaders = [eval_loader(val_ds)]
     if cfg.knn_eval.enabled and cfg.knn_eval.bank == "clean":

@@ -61,9 +61,15 @@ class PicturesCallback(Callback):
 
     def save_reconstructions(self, trainer: pl.Trainer, pl_module: pl.LightningModule, epoch: int) -> None:
         loaders = trainer.val_dataloaders
-        dataset = (loaders[0] if isinstance(loaders, list | tuple) else loaders).dataset
-        count = min(self.num_images, len(dataset))
-        imgs = torch.stack([dataset[i][0] for i in range(count)]).to(pl_module.device)
+        loader = loaders[0] if isinstance(loaders, list | tuple) else loaders
+        dataset = getattr(loader, "dataset", None)
+        if dataset is not None:
+            count = min(self.num_images, len(dataset))
+            imgs = torch.stack([dataset[i][0] for i in range(count)])
+        else:  # a DALI loader: the first val batch (val order is fixed)
+            imgs = next(iter(loader))[0][: self.num_images]
+        # uint8 images of the tensor and DALI back-ends are normalised as the module's batches are
+        imgs = pl_module.normalize_val_images(imgs.to(pl_module.device))
         with torch.random.fork_rng(devices=[pl_module.device] if pl_module.device.type == "cuda" else []):
             torch.manual_seed(0)
             pred, mask = pl_module.reconstruct(imgs)

@@ -55,3 +55,33 @@ def test_tiny_benchmark_prints_every_row(tmp_path):
     train = results["train"]
     expected = train["Lightning MAE"]["ms_per_step"] / train["bare PyTorch MAE loop"]["ms_per_step"]
     assert results["plugin_overhead"] == pytest.approx(expected)
+
+
+LOADER_ROWS = ["PIL (baseline)", "tensor / transforms.v2", "tensor + normalise on this CPU"]
+
+
+@pytest.mark.slow
+def test_loader_section_prints_every_back_end(tmp_path):
+    out = tmp_path / "loaders.json"
+    cmd = [sys.executable, str(SCRIPT), "--only-loaders", "--photos", "16", "--loader-batch-size", "4"]
+    cmd += ["--repeats", "1", "--json", str(out)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, check=False)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    section = json.loads(out.read_text())["loader_backends"]
+    rows = list(LOADER_ROWS)
+    if section["dali_installed"]:
+        rows.append("DALI, CPU back-end")
+    assert set(section["rows"]) == set(rows)
+    assert section["images"] == 16
+    lines = proc.stdout.splitlines()
+    for row in rows:
+        # name, images/s per core, ratio to PIL, and (for the back-ends themselves) the data-wait share
+        assert any(
+            re.fullmatch(rf"{re.escape(row)}\s+{NUMBER}\s+{NUMBER}(\s+[0-9]+%)?", line) for line in lines
+        ), row
+    pil = section["rows"]["PIL (baseline)"]["images_per_second_per_core"]
+    for name in rows:
+        row = section["rows"][name]
+        assert row["vs_pil"] == pytest.approx(row["images_per_second_per_core"] / pil)
+        if name != "tensor + normalise on this CPU":
+            assert 0 < row["data_wait_share"] < 1

@@ -1,12 +1,50 @@
+import importlib.util
 import socket
 import threading
 
 import pytest
 from torchvision.datasets import CIFAR10
 
+from solo_ext.config.errors import ConfigError, validate
+from solo_ext.config.schema import Data
 from solo_ext.data import prepare_classification_datasets, prepare_pretrain_dataset
+from solo_ext.data.dali import INSTALL_HINT
 from solo_ext.data.downloads import _remove_leftovers
 from solo_ext.utils.errors import DataError
+
+
+@pytest.mark.parametrize("data_format", ["image_folder", "ram_image_folder"])
+def test_plain_formats_pass_through(data_format):
+    assert validate(Data, {"dataset": "custom", "format": data_format}, "data").format == data_format
+
+
+def test_unknown_format_lists_the_allowed():
+    with pytest.raises(
+        ConfigError, match=r"^data.format='h5': must be one of image_folder, ram_image_folder, dali$"
+    ):
+        validate(Data, {"dataset": "custom", "format": "h5"}, "data")
+
+
+def test_dali_without_the_extra_names_the_install_command(monkeypatch):
+    # find_spec answering None is what a venv without nvidia-dali-cuda120 gives
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None)
+    with pytest.raises(ConfigError) as info:
+        validate(Data, {"dataset": "custom", "format": "dali"}, "data")
+    message = str(info.value)
+    assert "\n" not in message
+    assert message.startswith("data.format='dali': NVIDIA DALI is not installed here; ")
+    assert INSTALL_HINT in message and "nvidia-dali-cuda120" in message
+
+
+def test_dali_with_the_extra_is_accepted_without_a_gpu():
+    pytest.importorskip("nvidia.dali", reason="the dali extra is not installed")
+    assert validate(Data, {"dataset": "custom", "format": "dali"}, "data").format == "dali"
+
+
+def test_dali_reads_image_folders_only():
+    pytest.importorskip("nvidia.dali", reason="the dali extra is not installed")
+    with pytest.raises(ConfigError, match=r"^data.format='dali': reads image folders"):
+        validate(Data, {"dataset": "cifar10", "format": "dali"}, "data")
 
 
 def run_bounded(fn, seconds):

@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 
 from tests.methods.test_linear_model import save_tiny_pretrained
@@ -74,3 +75,32 @@ def test_random_backbone_is_refused_without_the_flag(tmp_path):
     assert line.startswith("error: pretrained_feature_extractor=None: no checkpoint given")
     assert "++allow_random_backbone=True" in line
     assert files_under(tmp_path) == set()
+
+
+@pytest.mark.slow  # a subprocess each (~25 s on 2 busy cores)
+@pytest.mark.parametrize("data_format", ["image_folder", pytest.param("dali", marks=pytest.mark.dali)])
+def test_linear_probe_on_a_jpeg_folder(tmp_path, data_format):
+    """The default (tensor) and DALI loaders feed uint8 batches that LinearModel normalises."""
+    from tests.data.ddp_epoch import write_folder
+
+    write_folder(tmp_path / "train", classes=3, per_class=8)
+    write_folder(tmp_path / "val", classes=3, per_class=3)
+    pretrained = save_tiny_pretrained(tmp_path)
+    out = tmp_path / "out"
+    result = run_main(
+        tmp_path,
+        "--config-name",
+        "linear.yaml",
+        f"pretrained_feature_extractor={pretrained.parent}",
+        f"checkpoint.dir={out}",
+        "data.dataset=custom",
+        f"++data.train_path={tmp_path / 'train'}",
+        f"++data.val_path={tmp_path / 'val'}",
+        f"++data.format={data_format}",
+        "optimizer.batch_size=8",
+        *QUICK,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    [run] = list((out / "linear").iterdir())
+    rows = [row for path in run.glob("csv/version_*/metrics.csv") for row in csv.DictReader(open(path))]
+    assert any(row.get("val_acc1") for row in rows) and any(row.get("train_loss_epoch") for row in rows)

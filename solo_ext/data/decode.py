@@ -1,0 +1,45 @@
+"""Decoding image files into uint8 tensors (the tensor back-end's reader)."""
+
+from __future__ import annotations
+
+import io
+import os
+
+import torch
+from PIL import Image
+from torchvision.io import ImageReadMode, decode_jpeg
+from torchvision.transforms import v2
+
+from solo_ext.utils.errors import DataError
+
+_JPEG_MAGIC = b"\xff\xd8\xff"
+
+
+def read_bytes(path: str | os.PathLike) -> bytes:
+    """The encoded file; DataError naming it when it cannot be read."""
+    try:
+        with open(path, "rb") as f:
+            return f.read()
+    except OSError as exc:
+        raise DataError(f"cannot decode image '{path}': {exc}") from exc
+
+
+def decode_rgb_tensor(source: str | os.PathLike | bytes, name: str | os.PathLike | None = None):
+    """Decode one image (a path, or its encoded bytes) into a uint8 RGB tensor (3, H, W).
+
+    JPEG goes through ``torchvision.io.decode_jpeg``; PNG, BMP, WebP, ... through PIL.
+
+    Raises:
+        DataError: ``cannot decode image '<file>': ...`` (``name`` names the file for bytes).
+    """
+    name = source if name is None else name
+    data = read_bytes(source) if not isinstance(source, bytes) else source
+    try:
+        if data[:3] == _JPEG_MAGIC:
+            buffer = torch.frombuffer(bytearray(data), dtype=torch.uint8)
+            return decode_jpeg(buffer, mode=ImageReadMode.RGB)
+        with Image.open(io.BytesIO(data)) as img:
+            return v2.functional.pil_to_tensor(img.convert("RGB"))
+    # decode_jpeg reports corrupt data as RuntimeError; PIL as OSError, SyntaxError or ValueError
+    except (RuntimeError, OSError, SyntaxError, ValueError) as exc:
+        raise DataError(f"cannot decode image '{name}': {exc}") from exc

@@ -1,0 +1,7 @@
+"""One integer seed per (run seed, epoch, rank), shared by the training RNGs and the loaders."""
+
+
+def epoch_seed(seed: int, epoch: int, rank: int) -> int:
+    """A 63-bit seed that differs per epoch and per rank and follows from them alone, so a resumed
+    epoch draws what the uninterrupted run drew."""
+    return ((seed * 1_000_003 + epoch) * 10_007 + rank) % 2**63
