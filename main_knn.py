@@ -11,11 +11,8 @@ the checkpoint.
 
 import argparse
 import json
-import sys
 
-from solo_ext.config.errors import ConfigError
 from solo_ext.config.schema import DEFAULT_WORKERS
-from solo_ext.utils.errors import DataError
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -49,14 +46,11 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def main(argv=None) -> None:
     args = parse_args(argv)
-    from solo_ext.backbones.loading import CheckpointError
+    from solo_ext.run.exits import exit_on_user_error
     from solo_ext.run.knn_eval import format_table, record_results, run_knn
 
-    try:
+    with exit_on_user_error():
         rows, path = run_knn(**vars(args))
-    except (ConfigError, DataError, CheckpointError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(2)
     print(format_table(rows))
     print(f"written to {path}")
     print(f"results: {record_results(rows, path)}")

@@ -16,22 +16,16 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
-from solo_ext.config.errors import ConfigError
-from solo_ext.utils.errors import DataError
-
 
 @hydra.main(version_base="1.2", config_path="scripts/linear/digits", config_name=None)
 def main(cfg: DictConfig) -> None:
     if not cfg:
         sys.exit("error: no config chosen; pass --config-name (e.g. --config-name linear.yaml)")
-    from solo_ext.backbones.loading import CheckpointError
+    from solo_ext.run.exits import exit_on_user_error
     from solo_ext.run.linear import run_linear
 
-    try:
+    with exit_on_user_error():
         run_linear(cfg)
-    except (ConfigError, DataError, CheckpointError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(2)
 
 
 if __name__ == "__main__":

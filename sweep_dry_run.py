@@ -11,7 +11,7 @@ exits 1 if any point is invalid, 2 if the sweep file itself is.
 import argparse
 import sys
 
-from solo_ext.config.errors import ConfigError
+from solo_ext.run.exits import exit_on_user_error
 from solo_ext.run.sweeps import dry_run
 
 
@@ -34,11 +34,8 @@ def main() -> int:
         "accelerator=cpu precision=32 to check a GPU sweep on a machine without a GPU",
     )
     args = parser.parse_args()
-    try:
+    with exit_on_user_error():
         failed = dry_run(args.sweep, config_path=args.config_path, max_points=args.max, extra=args.check_with)
-    except (ConfigError, OSError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
     if failed:
         print(f"{failed} invalid point(s)", file=sys.stderr)
     return 1 if failed else 0

@@ -23,7 +23,6 @@ import hashlib
 import json
 import os
 import shutil
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -33,13 +32,13 @@ from safetensors.torch import save_file
 from solo_ext.backbones import build_backbone
 from solo_ext.backbones.interop import to_hf
 from solo_ext.backbones.loading import (
-    CheckpointError,
     extract_backbone_state_dict,
     extract_decoder_state_dict,
     load_backbone_weights,
     read_checkpoint,
 )
 from solo_ext.utils.checkpointer import checkpoints_in
+from solo_ext.utils.errors import UserError
 
 FORMATS = ("timm", "hf", "mae")
 # our backbone names -> timm's model of the same family (its architecture keys are overridden)
@@ -51,7 +50,7 @@ TIMM_FAMILY = {
 }
 
 
-class ExportError(ValueError):
+class ExportError(UserError, ValueError):
     """A bad argument or source; printed as one line."""
 
 
@@ -200,11 +199,10 @@ def main(argv=None) -> None:
     parser.add_argument("--to", required=True, choices=FORMATS)
     parser.add_argument("--out", required=True, help="a new folder")
     args = parser.parse_args(argv)
-    try:
+    from solo_ext.run.exits import exit_on_user_error
+
+    with exit_on_user_error():
         out = export(args.source, args.to, args.out)
-    except (ExportError, CheckpointError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(2)
     print(f"exported ({args.to}) to {out}: " + ", ".join(sorted(p.name for p in out.iterdir())))
 
 

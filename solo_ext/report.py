@@ -27,12 +27,12 @@ import csv
 import io
 import json
 import math
-import sys
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from solo_ext.eval.diagnostics import atomic_output
+from solo_ext.utils.errors import UserError
 
 # Keys that say where or how a run was kept, not what it trained: never a grouping key.
 NOT_CONFIG = (
@@ -63,7 +63,7 @@ CURVES = (
 )
 
 
-class ReportError(ValueError):
+class ReportError(UserError, ValueError):
     """Nothing to report, or a bad argument; printed as one line."""
 
 
@@ -404,11 +404,10 @@ def main(argv: Sequence[str] | None = None) -> None:
         "--out", type=Path, help="where report.md/csv and the PNGs go (default: the first DIR)"
     )
     args = parser.parse_args(argv)
-    try:
+    from solo_ext.run.exits import exit_on_user_error
+
+    with exit_on_user_error():
         report = make_report(args.dirs, args.out, args.baseline)
-    except ReportError as err:
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(2)
     print(report)
     print(f"written to {args.out or args.dirs[0]}: report.md, report.csv, curves.png, spectra.png")
 

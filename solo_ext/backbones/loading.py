@@ -33,6 +33,7 @@ from torch import nn
 
 from solo_ext.backbones.interop import from_hf, is_hf_vitmae
 from solo_ext.backbones.pos_embed import interpolate_pos_embed
+from solo_ext.utils.errors import UserError
 
 CHECKPOINT_SUFFIXES = (".ckpt", ".pth", ".pt", ".safetensors")
 # a folder stands for its weights file (a Hugging Face model folder, a solo_ext.export folder)
@@ -53,7 +54,7 @@ _TIMM_MARKERS = ("pos_embed", "patch_embed.proj.weight")
 _LISTED_KEYS = 10
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(UserError, RuntimeError):
     """A checkpoint cannot be read, its layout is unknown, or it does not fit the backbone."""
 
 

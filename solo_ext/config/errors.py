@@ -15,12 +15,12 @@ from typing import Any
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from solo_ext.utils.declared import did_you_mean, plain
-from solo_ext.utils.errors import NO_VALUE, FieldError
+from solo_ext.utils.errors import NO_VALUE, FieldError, UserError
 
 _MAX_VALUE = 60
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError, ValueError):
     """A configuration value is invalid; the message is one line naming the key, the value and
     what is allowed, e.g. ``method_kwargs.mask_ratio=1.5: must be < 1``."""
 

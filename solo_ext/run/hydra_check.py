@@ -11,10 +11,10 @@ Multiruns (``-m``) and Hydra's own flags (``--help``, ``--cfg``, ...) are left t
 from __future__ import annotations
 
 import re
-import sys
 from pathlib import Path
 
 from solo_ext.config.errors import ConfigError
+from solo_ext.run.exits import exit_on_user_error
 from solo_ext.utils.declared import did_you_mean as suggestion
 
 _NAME_FLAGS = ("--config-name", "-cn")
@@ -123,5 +123,6 @@ def check_composition(argv: list[str], default_dir: Path, script_dir: Path) -> N
         with initialize_config_dir(config_dir=str(config_dir), version_base="1.2"):
             compose(config_name=config_name, overrides=overrides)
     except (HydraException, OmegaConfBaseException, ValueError) as err:
-        print(f"error: {one_line(err, config_name, config_dir, overrides)}", file=sys.stderr)
-        sys.exit(2)
+        line = one_line(err, config_name, config_dir, overrides)
+        with exit_on_user_error():
+            raise ConfigError(line) from None

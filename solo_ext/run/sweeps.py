@@ -43,11 +43,11 @@ LOG_EXPONENT_RANGES = ("log_uniform", "q_log_uniform")
 
 def load_sweep(path: str | Path) -> dict:
     """The sweep file as a dict, its required keys checked (``ConfigError`` otherwise)."""
-    with open(path) as f:
-        try:
+    try:
+        with open(path) as f:
             sweep = yaml.safe_load(f)
-        except yaml.YAMLError as err:
-            raise ConfigError(f"{path}: not valid YAML ({' '.join(str(err).split())})") from err
+    except (OSError, yaml.YAMLError) as err:
+        raise ConfigError(f"{path}: not a readable YAML file ({' '.join(str(err).split())})") from err
     if not isinstance(sweep, dict):
         raise ConfigError(f"{path}: not a mapping; a wandb sweep file is a YAML mapping")
     if sweep.get("method") not in METHODS:

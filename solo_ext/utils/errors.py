@@ -6,6 +6,13 @@ from typing import Any
 NO_VALUE = object()
 
 
+class UserError(Exception):
+    """An error the user can fix (a config value, a path, a file): entry points print its one
+    line without a traceback and exit with ``exit_code`` (see ``solo_ext.run.exits``)."""
+
+    exit_code = 2
+
+
 class FieldError(ValueError):
     """A declared model's field holds a value it cannot take: ``field``, the ``value`` and what
     is ``allowed``. Raised inside pydantic validators; the config layer turns it into one line
@@ -17,9 +24,11 @@ class FieldError(ValueError):
         super().__init__(f"{field}{shown}: {allowed}")
 
 
-class DataError(RuntimeError):
+class DataError(UserError, RuntimeError):
     """A dataset is missing, unreadable or cannot be downloaded."""
 
 
-class NonFiniteLossError(FloatingPointError):
+class NonFiniteLossError(UserError, FloatingPointError):
     """A loss component became NaN or inf; the message names it and the step."""
+
+    exit_code = 3
