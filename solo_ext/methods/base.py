@@ -16,13 +16,11 @@ import torch
 import torch.nn.functional as F
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
-from torchmetrics import MeanMetric
 
 from solo_ext.backbones import build_backbone
 from solo_ext.data.info import dataset_mean_std
 from solo_ext.data.tensor_pipeline import crop_stats, normalize_images
-from solo_ext.eval.diagnostics import effective_rank, singular_values
-from solo_ext.eval.knn import WeightedKNNClassifier
+from solo_ext.eval.online import OnlineEvaluation
 from solo_ext.optim.factory import build_optimizer, build_param_groups, lightning_lr_schedule
 from solo_ext.utils.nonfinite import NonFiniteGuard
 from solo_ext.utils.seeds import epoch_seed
@@ -69,27 +67,15 @@ class BaseMethod(pl.LightningModule):
         self.classifier_norm = (
             nn.BatchNorm1d(self.features_dim, affine=False, momentum=0.5) if use_norm else nn.Identity()
         )
-        self.knn = None
-        # "batches": the bank is filled in training_step with the features the method sees
-        # (solo-learn's protocol); "clean": from the training set through the val transform,
-        # validation loader KNN_TRAIN_SET
-        self.knn_bank = cfg.knn_eval.get("bank", "batches")
-        if cfg.knn_eval.enabled and self.num_classes:
-            self.knn = WeightedKNNClassifier(
-                k=cfg.knn_eval.k,
-                T=cfg.knn_eval.T,
-                distance_fx=cfg.knn_eval.distance_func,
-                num_classes=self.num_classes,
-            )
+        # the probe's val metrics, the kNN ("batches": the bank is filled in training_step with
+        # the features the method sees, solo-learn's protocol; "clean": from the training set
+        # through the val transform, validation loader KNN_TRAIN_SET) and the effective rank
+        self.online = OnlineEvaluation(
+            cfg.knn_eval, self.num_classes, cfg.diagnostics.max_samples if cfg.diagnostics.enabled else None
+        )
         self.guard = NonFiniteGuard()
         self._register_image_stats(cfg)
         self._compiled = False
-        self.val_loss_metric = MeanMetric()
-        self.val_acc1_metric = MeanMetric()
-        self.val_acc5_metric = MeanMetric()
-        self._diag_features: list[torch.Tensor] = []
-        self._diag_count = 0
-        self.last_singular_values: torch.Tensor | None = None
 
     def _register_image_stats(self, cfg: DictConfig) -> None:
         # Loaders of image folders hand over uint8 images, normalised here on the device
@@ -168,11 +154,7 @@ class BaseMethod(pl.LightningModule):
         loss, logs = self.method_loss(crops, outs)
         if self.classifier is not None:
             logs.update(train_class_loss=class_loss, train_acc1=acc1, train_acc5=acc5)
-        if self.knn is not None and self.knn_bank == "batches":
-            self.knn.update(
-                train_features=torch.cat([out["feats"] for out in outs]),
-                train_targets=targets.repeat(len(outs)),
-            )
+        self.online.bank_batch(torch.cat([out["feats"] for out in outs]), targets.repeat(len(outs)))
         self.log_dict(logs, on_step=True, on_epoch=True, batch_size=targets.size(0))
         total = loss + class_loss
         self.guard.observe(total, logs)
@@ -219,64 +201,25 @@ class BaseMethod(pl.LightningModule):
         x, targets = batch
         feats = self(x)
         if dataloader_idx == KNN_TRAIN_SET:
-            if self.knn is not None and not self.trainer.sanity_checking:
-                self.knn.update(train_features=feats, train_targets=targets)
+            if not self.trainer.sanity_checking:
+                self.online.bank_clean(feats, targets)
             return
         if self.classifier is not None:
             logits = self.classifier(self.classifier_norm(feats))
             loss = F.cross_entropy(logits, targets, ignore_index=-1)
-            acc1, acc5 = accuracy_at_k(logits, targets)
-            n = targets.size(0)
-            self.val_loss_metric.update(loss, weight=n)
-            self.val_acc1_metric.update(acc1, weight=n)
-            self.val_acc5_metric.update(acc5, weight=n)
-        if self.trainer.sanity_checking:
-            return
-        if self.knn is not None:
-            self.knn.update(test_features=feats, test_targets=targets)
-        if self.cfg.diagnostics.enabled:
-            self._collect_diagnostic_features(feats)
+            self.online.probe(loss, *accuracy_at_k(logits, targets), targets.size(0))
+        if not self.trainer.sanity_checking:
+            self.online.val_features(feats, targets, self.trainer.world_size)
 
-    def _collect_diagnostic_features(self, feats: torch.Tensor) -> None:
-        # A bounded, equal-sized sample per process (the val sampler gives every rank the same
-        # number of batches), so the cross-process gather sees equal shapes.
-        per_rank = self.cfg.diagnostics.max_samples // self.trainer.world_size
-        take = min(per_rank - self._diag_count, feats.size(0))
-        if take > 0:
-            self._diag_features.append(feats[:take].detach().float())
-            self._diag_count += take
+    @property
+    def last_singular_values(self) -> torch.Tensor | None:
+        """Singular values of the last validation's feature sample (for the spectrum picture)."""
+        return self.online.last_singular_values
 
     def on_validation_epoch_end(self):
+        self.online.end_epoch(self)
         if self.trainer.sanity_checking:
-            for metric in (self.val_loss_metric, self.val_acc1_metric, self.val_acc5_metric):
-                metric.reset()
-            if self.knn is not None:
-                self.knn.reset()
             return
-        logs = {}
-        if self.classifier is not None and self.val_loss_metric.update_count > 0:
-            logs.update(
-                val_loss=self.val_loss_metric.compute(),
-                val_acc1=self.val_acc1_metric.compute(),
-                val_acc5=self.val_acc5_metric.compute(),
-            )
-            for metric in (self.val_loss_metric, self.val_acc1_metric, self.val_acc5_metric):
-                metric.reset()
-        if self.knn is not None:
-            result = self.knn.compute()
-            self.knn.reset()
-            if result is not None:
-                logs.update(val_knn_acc1=result[0], val_knn_acc5=result[1])
-        if self._diag_features:
-            feats = torch.cat(self._diag_features)
-            if self.trainer.world_size > 1:
-                feats = self.all_gather(feats).flatten(0, 1)
-            self.last_singular_values = singular_values(feats)
-            logs["val_effective_rank"] = effective_rank(feats)
-            self._diag_features, self._diag_count = [], 0
-        if logs:
-            # Values are already global (torchmetrics and all_gather synced them).
-            self.log_dict({k: float(v) for k, v in logs.items()}, sync_dist=False)
         if self.cfg.method_kwargs.get("reset_classifier") and (self.current_epoch + 1) % 10 == 0:
             # MAGMA's option: re-initialise the online probe every 10 epochs so its accuracy
             # tracks the current representation rather than its own history.

@@ -31,13 +31,11 @@ from timm.data import Mixup
 from timm.layers import trunc_normal_
 from timm.loss import LabelSmoothingCrossEntropy, SoftTargetCrossEntropy
 from torch import nn
-from torchmetrics import MeanMetric
 
 from solo_ext.backbones.vit import MaskedViT
 from solo_ext.data.info import dataset_mean_std
 from solo_ext.data.tensor_pipeline import normalize_images
-from solo_ext.eval.diagnostics import effective_rank
-from solo_ext.eval.knn import WeightedKNNClassifier
+from solo_ext.eval.online import OnlineEvaluation
 from solo_ext.methods.base import KNN_TRAIN_SET, VAL_SET, accuracy_at_k
 from solo_ext.optim.factory import build_optimizer, build_param_groups, lightning_lr_schedule
 
@@ -126,20 +124,10 @@ class LinearModel(pl.LightningModule):
         else:
             self.loss_func = nn.CrossEntropyLoss()
 
-        self.knn = None
-        self.knn_bank = cfg.knn_eval.bank  # as in BaseMethod
-        if cfg.knn_eval.enabled:
-            self.knn = WeightedKNNClassifier(
-                k=cfg.knn_eval.k,
-                T=cfg.knn_eval.T,
-                distance_fx=cfg.knn_eval.distance_func,
-                num_classes=self.num_classes,
-            )
-        self.val_loss_metric = MeanMetric()
-        self.val_acc1_metric = MeanMetric()
-        self.val_acc5_metric = MeanMetric()
-        self._rank_features: list[torch.Tensor] = []
-        self._rank_count = 0
+        # as in BaseMethod: val metrics, kNN (bank: batches or clean) and effective rank
+        self.online = OnlineEvaluation(
+            cfg.knn_eval, self.num_classes, cfg.diagnostics.max_samples if cfg.diagnostics.enabled else None
+        )
         # uint8 batches of the tensor and DALI back-ends are normalised on the device with the
         # dataset's statistics (those of prepare_transforms); not persistent, checkpoint keys stay
         mean, std = dataset_mean_std(cfg.data.dataset)
@@ -186,8 +174,7 @@ class LinearModel(pl.LightningModule):
             loss = self.loss_func(logits, targets)
             acc1, acc5 = accuracy_at_k(logits.detach(), targets)
             logs.update(train_acc1=acc1, train_acc5=acc5)
-            if self.knn is not None and self.knn_bank == "batches":
-                self.knn.update(train_features=feats, train_targets=targets)
+            self.online.bank_batch(feats, targets)
         logs["train_loss"] = loss.detach()
         self.log_dict(logs, on_step=True, on_epoch=True, sync_dist=True, batch_size=targets.size(0))
         return loss
@@ -197,53 +184,16 @@ class LinearModel(pl.LightningModule):
         x, targets = batch
         feats = self.extract_features(x)
         if dataloader_idx == KNN_TRAIN_SET:
-            if self.knn is not None and not self.trainer.sanity_checking:
-                self.knn.update(train_features=feats, train_targets=targets)
+            if not self.trainer.sanity_checking:
+                self.online.bank_clean(feats, targets)
             return
         logits = self.classifier(feats)
-        n = targets.size(0)
-        acc1, acc5 = accuracy_at_k(logits, targets)
-        self.val_loss_metric.update(F.cross_entropy(logits, targets), weight=n)
-        self.val_acc1_metric.update(acc1, weight=n)
-        self.val_acc5_metric.update(acc5, weight=n)
-        if self.trainer.sanity_checking:
-            return
-        if self.knn is not None:
-            self.knn.update(test_features=feats, test_targets=targets)
-        if self.cfg.diagnostics.enabled:
-            # a bounded, equal-sized sample per process (the val sampler gives every rank the
-            # same number of batches), so the cross-process gather sees equal shapes
-            per_rank = self.cfg.diagnostics.max_samples // self.trainer.world_size
-            take = min(per_rank - self._rank_count, n)
-            if take > 0:
-                self._rank_features.append(feats[:take].detach().float())
-                self._rank_count += take
+        self.online.probe(F.cross_entropy(logits, targets), *accuracy_at_k(logits, targets), targets.size(0))
+        if not self.trainer.sanity_checking:
+            self.online.val_features(feats, targets, self.trainer.world_size)
 
     def on_validation_epoch_end(self):
-        metrics = (self.val_loss_metric, self.val_acc1_metric, self.val_acc5_metric)
-        if self.trainer.sanity_checking:
-            for metric in metrics:
-                metric.reset()
-            return
-        logs = {}
-        if self.val_loss_metric.update_count > 0:
-            logs.update(zip(("val_loss", "val_acc1", "val_acc5"), (m.compute() for m in metrics)))
-            for metric in metrics:
-                metric.reset()
-        if self.knn is not None:
-            result = self.knn.compute()
-            self.knn.reset()
-            if result is not None:
-                logs.update(val_knn_acc1=result[0], val_knn_acc5=result[1])
-        if self._rank_features:
-            feats = torch.cat(self._rank_features)
-            if self.trainer.world_size > 1:
-                feats = self.all_gather(feats).flatten(0, 1)
-            logs["val_effective_rank"] = effective_rank(feats)
-            self._rank_features, self._rank_count = [], 0
-        if logs:
-            # already global: torchmetrics and all_gather synced them
-            self.log_dict({k: float(v) for k, v in logs.items()}, sync_dist=False)
+        self.online.end_epoch(self)
 
     # ----------------------------------------------------------------- optimisation
     def param_groups(self) -> list[dict]:

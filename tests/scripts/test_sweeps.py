@@ -124,7 +124,9 @@ def test_cli_exit_codes(tmp_path, monkeypatch, capsys):
     assert sweep_dry_run.main() == 1
     assert "FAILED: method_kwargs.mask_ratio=1.5" in capsys.readouterr().out
     broken.write_text("method: grid\nparameters: {}\n")
-    assert sweep_dry_run.main() == 2
+    with pytest.raises(SystemExit) as exit_:
+        sweep_dry_run.main()
+    assert exit_.value.code == 2
     assert "parameters={}" in capsys.readouterr().err
 
 
