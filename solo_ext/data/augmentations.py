@@ -163,6 +163,28 @@ class Equalization:
         return f"{type(self).__name__}()"
 
 
+def crop_and_colour_ops(aug: Mapping, tv: Any) -> list:
+    """The first ops of a pretraining pipeline, which the PIL and the uint8-tensor back-ends share:
+    RandomResizedCrop (bicubic, scale [crop_min_scale, crop_max_scale]) or, with ``rrc.enabled``
+    False, a bicubic resize to crop_size x crop_size (square, so crops of non-square images still
+    stack into a batch); then ColorJitter and Grayscale when their prob > 0. ``tv`` is
+    ``torchvision.transforms`` (PIL images) or ``torchvision.transforms.v2`` (tensors), which name
+    these ops alike."""
+    size, rrc, bicubic = aug["crop_size"], aug["rrc"], T.InterpolationMode.BICUBIC
+    if rrc["enabled"]:
+        scale = (rrc["crop_min_scale"], rrc["crop_max_scale"])
+        ops = [tv.RandomResizedCrop(size, scale=scale, interpolation=bicubic, antialias=True)]
+    else:
+        ops = [tv.Resize((size, size), interpolation=bicubic, antialias=True)]
+    jitter = aug["color_jitter"]
+    if jitter["prob"] > 0:
+        strengths = (jitter["brightness"], jitter["contrast"], jitter["saturation"], jitter["hue"])
+        ops.append(tv.RandomApply([tv.ColorJitter(*strengths)], p=jitter["prob"]))
+    if aug["grayscale"]["prob"] > 0:
+        ops.append(tv.RandomGrayscale(p=aug["grayscale"]["prob"]))
+    return ops
+
+
 def build_transform_pipeline(dataset: str, aug_cfg: Mapping) -> Callable:
     """One pretraining pipeline: PIL image -> normalised float tensor (3, crop_size, crop_size).
 
@@ -173,24 +195,7 @@ def build_transform_pipeline(dataset: str, aug_cfg: Mapping) -> Callable:
     the entry's ``mean``/``std``, else ImageNet's; see :func:`dataset_mean_std`).
     """
     cfg = fill_augmentation_defaults(aug_cfg, dataset)
-    size = cfg["crop_size"]
-    bicubic = T.InterpolationMode.BICUBIC
-    rrc = cfg["rrc"]
-    if rrc["enabled"]:
-        ops = [
-            T.RandomResizedCrop(
-                size, scale=(rrc["crop_min_scale"], rrc["crop_max_scale"]), interpolation=bicubic
-            )
-        ]
-    else:
-        # A square target, so that crops of non-square images still stack into a batch.
-        ops = [T.Resize((size, size), interpolation=bicubic)]
-    jitter = cfg["color_jitter"]
-    if jitter["prob"] > 0:
-        strengths = (jitter["brightness"], jitter["contrast"], jitter["saturation"], jitter["hue"])
-        ops.append(T.RandomApply([T.ColorJitter(*strengths)], p=jitter["prob"]))
-    if cfg["grayscale"]["prob"] > 0:
-        ops.append(T.RandomGrayscale(p=cfg["grayscale"]["prob"]))
+    ops = crop_and_colour_ops(cfg, T)
     for section, op in (
         ("gaussian_blur", GaussianBlur()),
         ("solarization", Solarization()),

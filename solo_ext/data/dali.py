@@ -235,6 +235,7 @@ class DaliLoader:
         batch_size: int,
         num_threads: int,
         seed: int,
+        *,
         augmentations: Sequence[Mapping] | None = None,
         dataset: str | None = None,
         crop_size: int | None = None,

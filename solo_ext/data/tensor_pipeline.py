@@ -23,6 +23,7 @@ from collections.abc import Callable, Mapping, Sequence
 import torch
 from torchvision.transforms import InterpolationMode, v2
 
+from solo_ext.data.augmentations import crop_and_colour_ops
 from solo_ext.data.info import DATASETS, dataset_mean_std
 
 # The sigma range of the PIL GaussianBlur (SimCLR/BYOL); the kernel covers +-3 sigma of the largest.
@@ -44,20 +45,8 @@ def build_tensor_pipeline(aug: Mapping) -> Callable:
     size = aug["crop_size"]
     if size is None:
         raise ValueError("crop_size=None: fill the augmentation entry with a dataset first")
-    bicubic = InterpolationMode.BICUBIC
-    rrc = aug["rrc"]
-    ops: list = [v2.PILToTensor()]  # PIL images become uint8 tensors; tensors pass through
-    if rrc["enabled"]:
-        scale = (rrc["crop_min_scale"], rrc["crop_max_scale"])
-        ops.append(v2.RandomResizedCrop(size, scale=scale, interpolation=bicubic, antialias=True))
-    else:
-        ops.append(v2.Resize((size, size), interpolation=bicubic, antialias=True))
-    jitter = aug["color_jitter"]
-    if jitter["prob"] > 0:
-        strengths = (jitter["brightness"], jitter["contrast"], jitter["saturation"], jitter["hue"])
-        ops.append(v2.RandomApply([v2.ColorJitter(*strengths)], p=jitter["prob"]))
-    if aug["grayscale"]["prob"] > 0:
-        ops.append(v2.RandomGrayscale(p=aug["grayscale"]["prob"]))
+    # PIL images become uint8 tensors (tensors pass through), then the ops the PIL pipeline has
+    ops: list = [v2.PILToTensor(), *crop_and_colour_ops(aug, v2)]
     if aug["gaussian_blur"]["prob"] > 0:
         blur = v2.GaussianBlur(BLUR_KERNEL, sigma=BLUR_SIGMA)
         ops.append(v2.RandomApply([blur], p=aug["gaussian_blur"]["prob"]))

@@ -72,40 +72,6 @@ def warmup_cosine(
     return end + (base - end) * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
-def build_lr_scheduler(
-    optimizer: torch.optim.Optimizer,
-    name: str,
-    *,
-    total_steps: int,
-    warmup_steps: float,
-    warmup_start_lr: float,
-    min_lr: float,
-    lr_decay_steps: list[int] | None = None,
-    shared_base_lr: float | None = None,
-):
-    """``warmup_cosine``: per group from ``warmup_start_lr`` to the group's lr, then to ``min_lr``
-    (solo-learn's LinearWarmupCosineAnnealingLR as a stateless LambdaLR); with ``shared_base_lr``
-    every group follows that lr's schedule scaled by its own lr / shared_base_lr (MAE's lr_sched,
-    which keeps layer-wise lr ratios through warmup and decay); ``step``: x0.1 at each of
-    ``lr_decay_steps``; ``none``: None."""
-    if name == "none":
-        return None
-    if name == "step":
-        return torch.optim.lr_scheduler.MultiStepLR(
-            optimizer, milestones=list(lr_decay_steps or []), gamma=0.1
-        )
-
-    def factor(base: float):
-        return lambda step: (
-            warmup_cosine(step, warmup_steps, total_steps, base, warmup_start_lr, min_lr) / base
-        )
-
-    if shared_base_lr is not None:
-        return torch.optim.lr_scheduler.LambdaLR(optimizer, factor(shared_base_lr))
-    lambdas = [factor(group["lr"]) for group in optimizer.param_groups]
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambdas)
-
-
 def lightning_lr_schedule(
     optimizer: torch.optim.Optimizer,
     module,
@@ -113,23 +79,32 @@ def lightning_lr_schedule(
 ):
     """What a LightningModule's ``configure_optimizers`` returns for ``module.cfg.scheduler`` (per
     step or per epoch, the warm-up given in epochs), with the scaled lrs of ``cfg.derived``. The
-    trainer is asked for the number of steps only for a per-step schedule."""
+    trainer is asked for the number of steps only for a per-step schedule.
+
+    ``warmup_cosine``: per group from ``warmup_start_lr`` to the group's lr, then to ``min_lr``
+    (solo-learn's LinearWarmupCosineAnnealingLR as a stateless LambdaLR); with ``shared_base_lr``
+    every group follows that lr's schedule scaled by its own lr / shared_base_lr (MAE's lr_sched,
+    which keeps layer-wise lr ratios through warmup and decay); ``step``: x0.1 at each of
+    ``lr_decay_steps``; ``none``: no scheduler."""
     cfg = module.cfg
     sched_cfg, derived = cfg.scheduler, cfg.derived
-    per_step = sched_cfg.interval == "step"
-    total = module.trainer.estimated_stepping_batches if per_step else cfg.max_epochs
-    warmup = sched_cfg.warmup_epochs * (total / cfg.max_epochs if per_step else 1)
-    scheduler = build_lr_scheduler(
-        optimizer,
-        sched_cfg.name,
-        total_steps=total,
-        warmup_steps=warmup,
-        warmup_start_lr=derived.warmup_start_lr,
-        min_lr=derived.min_lr,
-        lr_decay_steps=sched_cfg.lr_decay_steps,
-        shared_base_lr=shared_base_lr,
-    )
-    if scheduler is None:
+    if sched_cfg.name == "none":
         return optimizer
+    if sched_cfg.name == "step":
+        milestones = list(sched_cfg.lr_decay_steps or [])
+        scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=milestones, gamma=0.1)
+    else:
+        per_step = sched_cfg.interval == "step"
+        total = module.trainer.estimated_stepping_batches if per_step else cfg.max_epochs
+        warmup = sched_cfg.warmup_epochs * (total / cfg.max_epochs if per_step else 1)
+
+        def factor(base: float):
+            return lambda step: (
+                warmup_cosine(step, warmup, total, base, derived.warmup_start_lr, derived.min_lr) / base
+            )
+
+        bases = [shared_base_lr] if shared_base_lr is not None else [g["lr"] for g in optimizer.param_groups]
+        lambdas = [factor(base) for base in bases]
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambdas[0] if len(bases) == 1 else lambdas)
     interval = sched_cfg.interval if sched_cfg.name == "warmup_cosine" else "epoch"
     return [optimizer], [{"scheduler": scheduler, "interval": interval, "frequency": 1}]

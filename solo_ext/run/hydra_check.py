@@ -68,16 +68,16 @@ def one_line(err: Exception, config_name: str, config_dir: Path, overrides: list
             f"{err.override}: not a valid override ({text.strip().splitlines()[0]}); write key=value "
             "(++key=value adds a key the recipe lacks)"
         )
-    if match := re.search(r"Could not override '([^']+)'", text):
-        key = match.group(1)
+    missing = re.search(r"Could not override '([^']+)'", text)
+    present = re.search(r"Could not append to config\. An item is already at '([^']+)'", text)
+    if missing or present:
+        key = (missing or present).group(1)
         written = _written(overrides, key)
-        return (
-            f"{written}: {key} is not a key of {config_name}; to add it, write ++{written.lstrip('+')} "
-            "(Trainer arguments and keys a recipe leaves out need ++)"
-        )
-    if match := re.search(r"Could not append to config\. An item is already at '([^']+)'", text):
-        key = match.group(1)
-        written = _written(overrides, key)
+        if missing:
+            return (
+                f"{written}: {key} is not a key of {config_name}; to add it, write "
+                f"++{written.lstrip('+')} (Trainer arguments and keys a recipe leaves out need ++)"
+            )
         value = written.split("=", 1)[1] if "=" in written else "..."
         return f"{written}: {key} is already in {config_name}; write {key}={value} to change it"
     if "Cannot find primary config" in text:

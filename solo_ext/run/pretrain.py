@@ -55,14 +55,14 @@ def build_pretrain_loaders(cfg: DictConfig):
                 for aug in augmentations
             ]
         )
+    # how every dataset of this run reads its folders
+    reading = {
+        "data_format": data.format,
+        "fraction": data.fraction,
+        "decode": "tensor" if backend == "tensor" else "pil",
+    }
     train_ds = prepare_pretrain_dataset(
-        data.dataset,
-        transform,
-        train_path=data.train_path,
-        data_format=data.format,
-        no_labels=data.no_labels,
-        fraction=data.fraction,
-        decode="tensor" if backend == "tensor" else "pil",
+        data.dataset, transform, train_path=data.train_path, no_labels=data.no_labels, **reading
     )
     batch_size = cfg.optimizer.batch_size
     if backend == "dali":
@@ -86,9 +86,7 @@ def build_pretrain_loaders(cfg: DictConfig):
         val_transform,
         train_path=data.train_path,
         val_path=data.val_path,
-        data_format=data.format,
-        fraction=data.fraction,
-        decode="tensor" if backend == "tensor" else "pil",
+        **reading,
     )
 
     def eval_loader(ds):
