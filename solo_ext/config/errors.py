@@ -18,6 +18,7 @@ from solo_ext.utils.declared import did_you_mean, plain
 from solo_ext.utils.errors import NO_VALUE, FieldError, UserError
 
 _MAX_VALUE = 60
+_MAX_LINE = 200
 
 
 class ConfigError(UserError, ValueError):
@@ -31,12 +32,16 @@ def fail(key: str, value: Any, allowed: str) -> ConfigError:
 
 
 def _line(key: str, value: Any, allowed: str) -> str:
-    if value is NO_VALUE:
-        return f"{key}: {allowed}"
     shown = repr(value)
     if len(shown) > _MAX_VALUE:
         shown = shown[: _MAX_VALUE - 3] + "..."
-    return f"{key}={shown}: {allowed}"
+    line = f"{key}: {allowed}" if value is NO_VALUE else f"{key}={shown}: {allowed}"
+    if len(line) > _MAX_LINE and "; allowed: " in allowed:
+        # too long with every allowed key listed: the near miss alone says what to write
+        head, _, listing = allowed.partition("; allowed: ")
+        hint = listing.partition("; ")[2]
+        return _line(key, value, f"{head}; {hint}" if hint else head)
+    return line
 
 
 def _path(loc: Sequence, data: Any, missing: bool) -> tuple[list, Any]:
