@@ -17,7 +17,7 @@ from functools import cache
 from typing import Annotated, Any, ClassVar, Literal
 
 import torch
-from pydantic import Field, ValidationInfo, create_model, field_validator, model_validator
+from pydantic import Field, create_model, field_validator, model_validator
 
 from solo_ext.backbones.vit import BACKBONE_PRESETS, backbone_arguments
 from solo_ext.data.augmentations import AugmentationSpec
@@ -25,8 +25,8 @@ from solo_ext.data.dali import INSTALL_HINT, dali_installed, dali_unsupported
 from solo_ext.data.info import DATASETS
 from solo_ext.data.loaders import DATA_FORMATS, image_backend
 from solo_ext.regularizers import REGULARIZERS
-from solo_ext.utils.declared import Declared, number_in
-from solo_ext.utils.errors import NO_VALUE, FieldError
+from solo_ext.utils.declared import Declared, Rule, number_in
+from solo_ext.utils.errors import NO_VALUE
 
 
 def available_cpus() -> int:
@@ -69,6 +69,13 @@ def trainer_keys() -> frozenset[str]:
     return frozenset(inspect.signature(Trainer.__init__).parameters) - {"self"} - TRAINER_RESERVED
 
 
+_FRACTIONS = "must be -1 or 1 (all data) or in (0, 1)"
+
+
+def _fraction_ok(fraction: float) -> bool:
+    return fraction in (-1, 1) or 0 < fraction < 1
+
+
 def _absolute(path: str | None) -> str | None:
     return None if path is None else os.path.abspath(os.path.expanduser(path))
 
@@ -86,32 +93,27 @@ class Data(Declared):
 
     _normalise_paths = field_validator("train_path", "val_path")(_absolute)
 
-    @field_validator("fraction")
-    @classmethod
-    def _fraction(cls, value: float) -> float:
-        if not (value in (-1, 1) or 0 < value < 1):
-            raise FieldError("fraction", value, "must be -1 or 1 (all data) or in (0, 1)")
-        return value
-
-    @model_validator(mode="after")
-    def _dali(self) -> Data:
-        if self.format != "dali":
-            return self
-        if not dali_installed():
-            raise FieldError(
-                "format",
-                self.format,
-                f"NVIDIA DALI is not installed here; install the extra with {INSTALL_HINT} "
-                "or use data.format=image_folder (same folder layout)",
-            )
-        if image_backend(self.dataset, self.format) != "dali":
-            raise FieldError(
-                "format",
-                self.format,
+    rules: ClassVar = (
+        Rule(
+            "fraction",
+            lambda d, _: _fraction_ok(d.fraction),
+            _FRACTIONS,
+        ),
+        Rule(
+            "format",
+            lambda d, _: d.format != "dali" or dali_installed(),
+            f"NVIDIA DALI is not installed here; install the extra with {INSTALL_HINT} "
+            "or use data.format=image_folder (same folder layout)",
+        ),
+        Rule(
+            "format",
+            lambda d, _: d.format != "dali" or image_backend(d.dataset, d.format) == "dali",
+            lambda d: (
                 "reads image folders (imagenet, imagenet100, tiny-imagenet, custom), "
-                f"not dataset {self.dataset}; use data.format=image_folder",
-            )
-        return self
+                f"not dataset {d.dataset}; use data.format=image_folder"
+            ),
+        ),
+    )
 
 
 class PretrainData(Data):
@@ -143,19 +145,26 @@ class Backbone(Declared):
     name: Literal[tuple(BACKBONE_PRESETS)]
     kwargs: BackboneKwargs = BackboneKwargs()
 
-    @model_validator(mode="after")
-    def _sizes(self) -> Backbone:
-        args = self.arguments()
-        for part, whole in (("patch_size", "img_size"), ("num_heads", "embed_dim")):
-            if args[whole] % args[part]:
-                raise FieldError(
-                    f"kwargs.{part}", args[part], f"must divide backbone.kwargs.{whole}={args[whole]}"
-                )
-        if args["embed_dim"] % 4:
-            raise FieldError(
-                "kwargs.embed_dim", args["embed_dim"], "must be divisible by 4 (2-D sin-cos positions)"
-            )
-        return self
+    rules: ClassVar = (
+        Rule(
+            "kwargs.patch_size",
+            lambda b, _: b.arguments()["img_size"] % b.arguments()["patch_size"] == 0,
+            lambda b: f"must divide backbone.kwargs.img_size={b.arguments()['img_size']}",
+            lambda b: b.arguments()["patch_size"],
+        ),
+        Rule(
+            "kwargs.num_heads",
+            lambda b, _: b.arguments()["embed_dim"] % b.arguments()["num_heads"] == 0,
+            lambda b: f"must divide backbone.kwargs.embed_dim={b.arguments()['embed_dim']}",
+            lambda b: b.arguments()["num_heads"],
+        ),
+        Rule(
+            "kwargs.embed_dim",
+            lambda b, _: b.arguments()["embed_dim"] % 4 == 0,
+            "must be divisible by 4 (2-D sin-cos positions)",
+            lambda b: b.arguments()["embed_dim"],
+        ),
+    )
 
     def arguments(self) -> dict[str, Any]:
         return backbone_arguments(self.name, self.kwargs.given())
@@ -206,13 +215,13 @@ class LRScheduler(Declared):
     lr_decay_steps: list[PositiveInt] | None = None
     interval: Literal["step", "epoch"] = "step"
 
-    @model_validator(mode="after")
-    def _steps(self) -> LRScheduler:
-        if self.name == "step" and not self.lr_decay_steps:
-            raise FieldError(
-                "lr_decay_steps", self.lr_decay_steps, "the step scheduler needs a list of positive epochs"
-            )
-        return self
+    rules: ClassVar = (
+        Rule(
+            "lr_decay_steps",
+            lambda sched, _: sched.name != "step" or bool(sched.lr_decay_steps),
+            "the step scheduler needs a list of positive epochs",
+        ),
+    )
 
 
 class KNN(Declared):
@@ -281,24 +290,23 @@ class MAEKwargs(Declared):
     # (or a solo_ext.export folder); the encoder and, where present, the decoder, loaded strictly
     init_from: Name | None = None
 
-    @model_validator(mode="after")
-    def _decoder_and_mask(self, info: ValidationInfo) -> MAEKwargs:
-        if self.decoder_embed_dim % self.decoder_num_heads:
-            raise FieldError(
-                "decoder_num_heads",
-                self.decoder_num_heads,
-                f"must divide decoder_embed_dim={self.decoder_embed_dim}",
-            )
-        if self.decoder_embed_dim % 4:
-            raise FieldError(
-                "decoder_embed_dim", self.decoder_embed_dim, "must be divisible by 4 (2-D sin-cos)"
-            )
-        patches = (info.context or {}).get("num_patches")
-        if patches is not None and int(patches * (1 - self.mask_ratio)) < 1:
-            raise FieldError(
-                "mask_ratio", self.mask_ratio, f"keeps no patch of {patches}; must leave at least one visible"
-            )
-        return self
+    rules: ClassVar = (
+        Rule(
+            "decoder_num_heads",
+            lambda mk, _: mk.decoder_embed_dim % mk.decoder_num_heads == 0,
+            lambda mk: f"must divide decoder_embed_dim={mk.decoder_embed_dim}",
+        ),
+        Rule(
+            "decoder_embed_dim",
+            lambda mk, _: mk.decoder_embed_dim % 4 == 0,
+            "must be divisible by 4 (2-D sin-cos)",
+        ),
+        Rule(
+            "mask_ratio",
+            lambda mk, ctx: "num_patches" not in ctx or int(ctx["num_patches"] * (1 - mk.mask_ratio)) >= 1,
+            "keeps no patch of the image; must leave at least one visible",
+        ),
+    )
 
 
 # method_kwargs.regularizers: one optional block per registered regularizer
@@ -361,28 +369,35 @@ class _Run(Declared):
     def accepted_keys(cls) -> set[str]:
         return super().accepted_keys() | trainer_keys()
 
-    @field_validator("resume_from_checkpoint")
-    @classmethod
-    def _resume_file(cls, path: str | None) -> str | None:
-        if path is not None and not os.path.isfile(path):
-            raise FieldError("resume_from_checkpoint", path, "no such checkpoint file")
-        return _absolute(path)
+    rules: ClassVar = (
+        Rule(
+            "resume_from_checkpoint",
+            lambda run, _: run.resume_from_checkpoint is None or os.path.isfile(run.resume_from_checkpoint),
+            "no such checkpoint file",
+        ),
+        Rule(
+            "accelerator",
+            lambda run, _: run.accelerator not in ("gpu", "cuda") or torch.cuda.is_available(),
+            "no CUDA GPU is available here; use accelerator=cpu",
+        ),
+        Rule(
+            "precision",
+            lambda run, _: (
+                run.precision != "16-mixed"
+                or not (
+                    run.accelerator == "cpu" or (run.accelerator == "auto" and not torch.cuda.is_available())
+                )
+            ),
+            "needs a CUDA GPU; on the CPU use precision=bf16-mixed or 32",
+        ),
+        Rule(
+            "devices",
+            lambda run, _: run.world_size() >= 1,
+            "must be a positive int, -1, 'auto' or a list of device ids",
+        ),
+    )
 
-    @model_validator(mode="after")
-    def _hardware(self) -> _Run:
-        cuda = torch.cuda.is_available()
-        if self.accelerator in ("gpu", "cuda") and not cuda:
-            raise FieldError(
-                "accelerator", self.accelerator, "no CUDA GPU is available here; use accelerator=cpu"
-            )
-        if self.precision == "16-mixed" and (
-            self.accelerator == "cpu" or (self.accelerator == "auto" and not cuda)
-        ):
-            raise FieldError(
-                "precision", self.precision, "needs a CUDA GPU; on the CPU use precision=bf16-mixed or 32"
-            )
-        self.world_size()
-        return self
+    _normalise_resume = field_validator("resume_from_checkpoint")(_absolute)
 
     def world_size(self) -> int:
         """Processes a run starts: devices per node x nodes (devices may be an int, a list or 'auto')."""
@@ -398,9 +413,7 @@ class _Run(Declared):
         if per_node == -1:
             per_node = torch.cuda.device_count() if self.accelerator in ("gpu", "cuda", "auto") else 1
             per_node = max(per_node, 1)
-        if per_node < 1:
-            raise FieldError("devices", devices, "must be a positive int, -1, 'auto' or a list of device ids")
-        return per_node * self.num_nodes
+        return max(per_node, 0) * self.num_nodes
 
 
 class PretrainConfig(_Run):
@@ -416,32 +429,49 @@ class PretrainConfig(_Run):
     # torch.compile the encoder's forward and the decoder (checkpoint keys unchanged)
     compile: bool = False
 
-    @model_validator(mode="after")
-    def _dali_has_every_augmentation(self) -> PretrainConfig:
-        for i, aug in enumerate(self.augmentations if self.data.format == "dali" else ()):
-            lacking = dali_unsupported(aug.model_dump())
-            if lacking:
-                section, field, why = lacking
-                value = getattr(getattr(aug, section), field)
-                raise FieldError(
-                    f"augmentations[{i}].{section}.{field}",
-                    value,
-                    f"{why}; switch {section} off or use data.format=image_folder",
-                )
-        return self
+    rules: ClassVar = _Run.rules + (
+        Rule(
+            lambda c: "augmentations[{}].{}.{}".format(*_dali_gap(c)[:3]),
+            lambda c, _: _dali_gap(c) is None,
+            lambda c: f"{_dali_gap(c)[3]}; switch {_dali_gap(c)[1]} off or use data.format=image_folder",
+            lambda c: getattr(getattr(c.augmentations[_dali_gap(c)[0]], _dali_gap(c)[1]), _dali_gap(c)[2]),
+        ),
+        Rule(
+            "backbone.kwargs.img_size",
+            lambda c, _: c.backbone.arguments()["img_size"] == _largest_crop(c),
+            lambda c: (
+                f"must equal the largest augmentations crop_size ({_largest_crop(c)}); "
+                f"set backbone.kwargs.img_size={_largest_crop(c)}"
+            ),
+            lambda c: c.backbone.arguments()["img_size"],
+        ),
+    )
 
-    @model_validator(mode="after")
-    def _crop_fits_backbone(self) -> PretrainConfig:
-        crop = max(aug.crop_size or DATASETS[self.data.dataset].crop_size for aug in self.augmentations)
-        img_size = self.backbone.arguments()["img_size"]
-        if img_size != crop:
-            raise FieldError(
-                "backbone.kwargs.img_size",
-                img_size,
-                f"must equal the largest augmentations crop_size ({crop}); "
-                f"set backbone.kwargs.img_size={crop}",
-            )
-        return self
+
+def _dali_gap(c: PretrainConfig) -> tuple[int, str, str, str] | None:
+    """(entry, section, field, why) of the first augmentation DALI cannot do, under dali."""
+    for i, aug in enumerate(c.augmentations if c.data.format == "dali" else ()):
+        lacking = dali_unsupported(aug.model_dump())
+        if lacking:
+            return (i, *lacking)
+    return None
+
+
+def _largest_crop(c: PretrainConfig) -> int:
+    return max(aug.crop_size or DATASETS[c.data.dataset].crop_size for aug in c.augmentations)
+
+
+def _mode(c: LinearConfig) -> str:
+    return c.mode or ("finetune" if c.finetune else "linear")
+
+
+def _partial_allowed(c: LinearConfig) -> str:
+    depth = c.backbone.arguments()["depth"]
+    return f"0.5 (the MLP of the last block) or an integer in [1, {depth}] (the backbone's depth)"
+
+
+def _mixing(c: LinearConfig) -> bool:
+    return c.mixup > 0 or c.cutmix > 0
 
 
 class LinearConfig(_Run):
@@ -464,55 +494,63 @@ class LinearConfig(_Run):
     optimizer: LinearOptimizer
     diagnostics: LinearDiagnostics = LinearDiagnostics()
 
+    rules: ClassVar = _Run.rules + (
+        Rule(
+            "finetune",
+            lambda c, _: not c.finetune or _mode(c) == "finetune",
+            lambda c: f"contradicts mode={_mode(c)!r}; drop finetune or set mode=finetune",
+        ),
+        Rule(
+            "partial_blocks",
+            lambda c, _: _mode(c) != "partial" or c.partial_blocks is not None,
+            lambda c: f"mode=partial needs the number of last blocks to train: {_partial_allowed(c)}",
+        ),
+        Rule(
+            "partial_blocks",
+            lambda c, _: (
+                _mode(c) != "partial"
+                or c.partial_blocks == 0.5
+                or (
+                    isinstance(c.partial_blocks, int)
+                    and 1 <= c.partial_blocks <= c.backbone.arguments()["depth"]
+                )
+            ),
+            lambda c: f"must be {_partial_allowed(c)}",
+        ),
+        Rule(
+            "partial_blocks",
+            lambda c, _: _mode(c) == "partial" or c.partial_blocks is None,
+            lambda c: f"only used with mode=partial (mode is {_mode(c)!r}); remove it",
+        ),
+        Rule(
+            "optimizer.layer_decay",
+            lambda c, _: c.optimizer.layer_decay == 0 or _mode(c) != "linear",
+            "only applies when backbone blocks train (mode=partial or finetune); "
+            "set it to 0 for a linear probe",
+        ),
+        Rule(
+            "auto_augment",
+            lambda c, _: not (c.auto_augment and c.data.format == "dali"),
+            "data.format='dali' has no RandAugment/random erasing pipeline; "
+            "use data.format=image_folder or auto_augment=False",
+        ),
+        Rule(
+            "knn_eval.bank",
+            lambda c, _: not (_mixing(c) and c.knn_eval.enabled and c.knn_eval.bank == "batches"),
+            "mixup/cutmix blend the training images and their labels, so they cannot fill a kNN bank; "
+            "use knn_eval.bank=clean",
+        ),
+        Rule(
+            "optimizer.batch_size",
+            lambda c, _: not _mixing(c) or c.optimizer.batch_size % 2 == 0,
+            "mixup/cutmix mix each batch with its reverse and need an even batch size",
+        ),
+    )
+
     @model_validator(mode="after")
-    def _protocol(self) -> LinearConfig:
-        mode = self.mode or ("finetune" if self.finetune else "linear")
-        if self.finetune and mode != "finetune":
-            raise FieldError(
-                "finetune", True, f"contradicts mode={mode!r}; drop finetune or set mode=finetune"
-            )
-        self.mode, self.finetune = mode, mode == "finetune"
-        depth = self.backbone.arguments()["depth"]
-        blocks = self.partial_blocks
-        allowed = f"0.5 (the MLP of the last block) or an integer in [1, {depth}] (the backbone's depth)"
-        if mode == "partial" and blocks is None:
-            raise FieldError(
-                "partial_blocks", None, f"mode=partial needs the number of last blocks to train: {allowed}"
-            )
-        if mode == "partial" and not (blocks == 0.5 or (isinstance(blocks, int) and 1 <= blocks <= depth)):
-            raise FieldError("partial_blocks", blocks, f"must be {allowed}")
-        if mode != "partial" and blocks is not None:
-            raise FieldError(
-                "partial_blocks", blocks, f"only used with mode=partial (mode is {mode!r}); remove it"
-            )
-        if self.optimizer.layer_decay > 0 and mode == "linear":
-            raise FieldError(
-                "optimizer.layer_decay",
-                self.optimizer.layer_decay,
-                "only applies when backbone blocks train (mode=partial or finetune); "
-                "set it to 0 for a linear probe",
-            )
-        if self.auto_augment and self.data.format == "dali":
-            raise FieldError(
-                "auto_augment",
-                True,
-                "data.format='dali' has no RandAugment/random erasing pipeline; "
-                "use data.format=image_folder or auto_augment=False",
-            )
-        mixing = self.mixup > 0 or self.cutmix > 0
-        if mixing and self.knn_eval.enabled and self.knn_eval.bank == "batches":
-            raise FieldError(
-                "knn_eval.bank",
-                "batches",
-                "mixup/cutmix blend the training images and their labels, so they cannot fill a kNN bank; "
-                "use knn_eval.bank=clean",
-            )
-        if mixing and self.optimizer.batch_size % 2:
-            raise FieldError(
-                "optimizer.batch_size",
-                self.optimizer.batch_size,
-                "mixup/cutmix mix each batch with its reverse and need an even batch size",
-            )
+    def _consistent_mode(self) -> LinearConfig:
+        self.mode = _mode(self)
+        self.finetune = self.mode == "finetune"
         return self
 
 
@@ -529,7 +567,7 @@ class OfflineKNN(Declared):
     data_format: Literal[DATA_FORMATS]
     data_fraction: float
 
-    _fraction = field_validator("data_fraction")(Data._fraction.__func__)
+    rules: ClassVar = (Rule("data_fraction", lambda k, _: _fraction_ok(k.data_fraction), _FRACTIONS),)
 
     @classmethod
     def flags(cls) -> dict[str, str]:

@@ -9,10 +9,18 @@ keys exist. ``ignored`` lists keys other projects' recipes carry that are accept
 from __future__ import annotations
 
 import difflib
-from collections.abc import Iterable, Mapping
-from typing import Annotated, Any, ClassVar
+from collections.abc import Callable, Iterable, Mapping
+from typing import Annotated, Any, ClassVar, NamedTuple
 
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    model_validator,
+)
 
 from solo_ext.utils.errors import FieldError
 
@@ -83,12 +91,34 @@ def unknown_key_text(name: str, allowed: Iterable[str], where: str) -> str:
     return f"unknown key{hint or f'; not one of the {len(allowed)} keys of {where} (README lists them)'}"
 
 
+class Rule(NamedTuple):
+    """A rule across a declared model's fields, checked after its fields (on the values as given,
+    before any normalising validator of the model): when ``holds(model, context)`` is False the
+    error names ``field`` (relative to the model; a string, or a function of the model giving
+    one), the value (``value(model)``, else the field's) and ``allowed`` (a string, or a function
+    of the model giving one)."""
+
+    field: str | Callable[[Any], str]
+    holds: Callable[[Any, Mapping], bool]
+    allowed: str | Callable[[Any], str]
+    value: Callable[[Any], Any] | None = None
+
+
+def _field_value(model: Any, field: str) -> Any:
+    node = model
+    for part in field.replace("]", "").replace("[", ".").split("."):
+        node = node[int(part)] if part.isdigit() else getattr(node, part)
+    return node
+
+
 class Declared(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True, validate_default=False)
 
     ignored: ClassVar[frozenset[str]] = frozenset()
     # what unknown_key_text calls this section when it has too many keys to list
     where: ClassVar[str] = "this section"
+    # the model's cross-field rules, each stated once
+    rules: ClassVar[tuple[Rule, ...]] = ()
 
     @classmethod
     def accepted_keys(cls) -> set[str]:
@@ -104,3 +134,14 @@ class Declared(BaseModel):
             if name not in accepted:
                 raise FieldError(str(name), data[name], unknown_key_text(str(name), accepted, cls.where))
         return {key: value for key, value in data.items() if key not in cls.ignored}
+
+    @model_validator(mode="after")
+    def _rules_hold(self, info: ValidationInfo) -> Any:
+        context = info.context or {}
+        for rule in type(self).rules:
+            if not rule.holds(self, context):
+                field = rule.field if isinstance(rule.field, str) else rule.field(self)
+                value = rule.value(self) if rule.value else _field_value(self, field)
+                allowed = rule.allowed if isinstance(rule.allowed, str) else rule.allowed(self)
+                raise FieldError(field, value, allowed)
+        return self

@@ -103,7 +103,7 @@ def test_defaults_keep_given_values_and_accept_omegaconf():
         ({"num_crops": 0}, "augmentations[0].num_crops=0: must be an integer >= 1"),
         (
             {"colour_jitter": {}},
-            "augmentations[0].colour_jitter={}: unknown key; allowed: color_jitter, crop_size, ",
+            "augmentations[0].colour_jitter={}: unknown key; did you mean 'color_jitter'?",
         ),
         ({"mean": [0.5, 0.5]}, "augmentations[0].mean=[0.5, 0.5]: has no item [2]"),
         (
