@@ -108,7 +108,7 @@ class Data(Declared):
         Rule(
             "format",
             lambda d, _: d.format != "dali" or image_backend(d.dataset, d.format) == "dali",
-            lambda d: (
+            lambda d, _: (
                 "reads image folders (imagenet, imagenet100, tiny-imagenet, custom), "
                 f"not dataset {d.dataset}; use data.format=image_folder"
             ),
@@ -149,20 +149,20 @@ class Backbone(Declared):
         Rule(
             "kwargs.patch_size",
             lambda b, _: b.arguments()["img_size"] % b.arguments()["patch_size"] == 0,
-            lambda b: f"must divide backbone.kwargs.img_size={b.arguments()['img_size']}",
-            lambda b: b.arguments()["patch_size"],
+            lambda b, _: f"must divide backbone.kwargs.img_size={b.arguments()['img_size']}",
+            lambda b, _: b.arguments()["patch_size"],
         ),
         Rule(
             "kwargs.num_heads",
             lambda b, _: b.arguments()["embed_dim"] % b.arguments()["num_heads"] == 0,
-            lambda b: f"must divide backbone.kwargs.embed_dim={b.arguments()['embed_dim']}",
-            lambda b: b.arguments()["num_heads"],
+            lambda b, _: f"must divide backbone.kwargs.embed_dim={b.arguments()['embed_dim']}",
+            lambda b, _: b.arguments()["num_heads"],
         ),
         Rule(
             "kwargs.embed_dim",
             lambda b, _: b.arguments()["embed_dim"] % 4 == 0,
             "must be divisible by 4 (2-D sin-cos positions)",
-            lambda b: b.arguments()["embed_dim"],
+            lambda b, _: b.arguments()["embed_dim"],
         ),
     )
 
@@ -294,7 +294,7 @@ class MAEKwargs(Declared):
         Rule(
             "decoder_num_heads",
             lambda mk, _: mk.decoder_embed_dim % mk.decoder_num_heads == 0,
-            lambda mk: f"must divide decoder_embed_dim={mk.decoder_embed_dim}",
+            lambda mk, _: f"must divide decoder_embed_dim={mk.decoder_embed_dim}",
         ),
         Rule(
             "decoder_embed_dim",
@@ -431,19 +431,19 @@ class PretrainConfig(_Run):
 
     rules: ClassVar = _Run.rules + (
         Rule(
-            lambda c: "augmentations[{}].{}.{}".format(*_dali_gap(c)[:3]),
+            lambda c, _: "augmentations[{}].{}.{}".format(*_dali_gap(c)[:3]),
             lambda c, _: _dali_gap(c) is None,
-            lambda c: f"{_dali_gap(c)[3]}; switch {_dali_gap(c)[1]} off or use data.format=image_folder",
-            lambda c: getattr(getattr(c.augmentations[_dali_gap(c)[0]], _dali_gap(c)[1]), _dali_gap(c)[2]),
+            lambda c, _: f"{_dali_gap(c)[3]}; switch {_dali_gap(c)[1]} off or use data.format=image_folder",
+            lambda c, _: getattr(getattr(c.augmentations[_dali_gap(c)[0]], _dali_gap(c)[1]), _dali_gap(c)[2]),
         ),
         Rule(
             "backbone.kwargs.img_size",
             lambda c, _: c.backbone.arguments()["img_size"] == _largest_crop(c),
-            lambda c: (
+            lambda c, _: (
                 f"must equal the largest augmentations crop_size ({_largest_crop(c)}); "
                 f"set backbone.kwargs.img_size={_largest_crop(c)}"
             ),
-            lambda c: c.backbone.arguments()["img_size"],
+            lambda c, _: c.backbone.arguments()["img_size"],
         ),
     )
 
@@ -498,12 +498,12 @@ class LinearConfig(_Run):
         Rule(
             "finetune",
             lambda c, _: not c.finetune or _mode(c) == "finetune",
-            lambda c: f"contradicts mode={_mode(c)!r}; drop finetune or set mode=finetune",
+            lambda c, _: f"contradicts mode={_mode(c)!r}; drop finetune or set mode=finetune",
         ),
         Rule(
             "partial_blocks",
             lambda c, _: _mode(c) != "partial" or c.partial_blocks is not None,
-            lambda c: f"mode=partial needs the number of last blocks to train: {_partial_allowed(c)}",
+            lambda c, _: f"mode=partial needs the number of last blocks to train: {_partial_allowed(c)}",
         ),
         Rule(
             "partial_blocks",
@@ -515,12 +515,12 @@ class LinearConfig(_Run):
                     and 1 <= c.partial_blocks <= c.backbone.arguments()["depth"]
                 )
             ),
-            lambda c: f"must be {_partial_allowed(c)}",
+            lambda c, _: f"must be {_partial_allowed(c)}",
         ),
         Rule(
             "partial_blocks",
             lambda c, _: _mode(c) == "partial" or c.partial_blocks is None,
-            lambda c: f"only used with mode=partial (mode is {_mode(c)!r}); remove it",
+            lambda c, _: f"only used with mode=partial (mode is {_mode(c)!r}); remove it",
         ),
         Rule(
             "optimizer.layer_decay",

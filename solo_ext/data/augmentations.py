@@ -29,8 +29,7 @@ from pydantic import Field, model_validator
 from torchvision import transforms as T
 
 from solo_ext.data.info import DATASETS, dataset_mean_std
-from solo_ext.utils.declared import FROM_LIST, Declared, number_in, plain
-from solo_ext.utils.errors import FieldError
+from solo_ext.utils.declared import FROM_LIST, Declared, Rule, number_in, plain
 
 Probability = number_in(0, 1)
 Strength = number_in(0)
@@ -47,15 +46,13 @@ class RandomResizedCropSpec(_Section):
     crop_min_scale: Scale = 0.08
     crop_max_scale: Scale = 1.0
 
-    @model_validator(mode="after")
-    def _ordered(self) -> RandomResizedCropSpec:
-        if self.crop_min_scale > self.crop_max_scale:
-            raise FieldError(
-                "crop_max_scale",
-                self.crop_max_scale,
-                "must satisfy 0 < crop_min_scale <= crop_max_scale <= 1",
-            )
-        return self
+    rules: ClassVar = (
+        Rule(
+            "crop_max_scale",
+            lambda rrc, _: rrc.crop_min_scale <= rrc.crop_max_scale,
+            "must satisfy 0 < crop_min_scale <= crop_max_scale <= 1",
+        ),
+    )
 
 
 class _Random(_Section):

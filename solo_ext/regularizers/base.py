@@ -17,23 +17,30 @@ import torch
 from pydantic import Field, ValidationInfo, model_validator
 
 from solo_ext.schedulers.weights import ConstantWeight, ScheduleSpec
-from solo_ext.utils.declared import Declared, number_in, plain
+from solo_ext.utils.declared import Declared, Rule, number_in, plain
 from solo_ext.utils.dist import gather
-from solo_ext.utils.errors import NO_VALUE, FieldError
+from solo_ext.utils.errors import NO_VALUE
 
 # a block index, counted from the end when negative (checked against the backbone's depth)
 BlockIndex = int
 Features = Literal["cls", "mean"] | BlockIndex
 
 
-def normalise_block(field: str, index: int, depth: int | None) -> int:
+def normalise_block(index: int, depth: int | None) -> int:
     """A block index in [-depth, depth) as a non-negative index (left as given when the depth
     is unknown, i.e. when a stored, already normalised spec is read back)."""
-    if depth is None:
-        return index
-    if not -depth <= index < depth:
-        raise FieldError(field, index, f"the backbone has {depth} blocks; allowed {-depth}..{depth - 1}")
-    return index % depth
+    return index if depth is None else index % depth
+
+
+def outside(index: Any, depth: int | None) -> bool:
+    """Whether ``index`` is a block index outside a backbone of ``depth`` blocks (no depth: a
+    stored spec, already checked)."""
+    return depth is not None and isinstance(index, int) and not -depth <= index < depth
+
+
+def blocks_text(spec: Any, context: Mapping) -> str:
+    depth = context["depth"]
+    return f"the backbone has {depth} blocks; allowed {-depth}..{depth - 1}"
 
 
 class RegularizerSpec(Declared):
@@ -49,16 +56,22 @@ class RegularizerSpec(Declared):
     features: Features = "cls"
     gather: bool = True
 
+    rules: ClassVar = (
+        Rule(
+            "weight",
+            lambda spec, _: (spec.weight is None) != (spec.scheduler is None),
+            "give exactly one of weight (a constant) or scheduler (a schedule)",
+            lambda spec, _: NO_VALUE,
+        ),
+        Rule("features", lambda spec, ctx: not outside(spec.features, ctx.get("depth")), blocks_text),
+    )
+
     @model_validator(mode="after")
-    def _one_weight(self, info: ValidationInfo) -> RegularizerSpec:
-        if (self.weight is None) == (self.scheduler is None):
-            raise FieldError(
-                "weight", NO_VALUE, "give exactly one of weight (a constant) or scheduler (a schedule)"
-            )
+    def _normalised(self, info: ValidationInfo) -> RegularizerSpec:
         if self.weight is not None:
             self.scheduler, self.weight = ConstantWeight(weight=self.weight), None
         if isinstance(self.features, int):
-            self.features = normalise_block("features", self.features, (info.context or {}).get("depth"))
+            self.features = normalise_block(self.features, (info.context or {}).get("depth"))
         return self
 
 

@@ -8,6 +8,7 @@ tr(YᵀLY)/b² with L the normalised graph Laplacian. Per process by default, as
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Annotated, ClassVar
 
 import torch
@@ -18,11 +19,12 @@ from solo_ext.regularizers.base import (
     BlockIndex,
     Regularizer,
     RegularizerSpec,
+    blocks_text,
     normalise_block,
+    outside,
     regularized_features,
 )
-from solo_ext.utils.declared import number_in
-from solo_ext.utils.errors import FieldError
+from solo_ext.utils.declared import Rule, number_in
 
 Positive = number_in(0, low_open=True)
 
@@ -35,17 +37,33 @@ class MagmaSpec(RegularizerSpec):
     scale_euclidean_distance: bool = False
     gather: bool = False
 
+    rules: ClassVar = (
+        *RegularizerSpec.rules,
+        Rule("target_layer", lambda spec, ctx: not outside(spec.target_layer, ctx.get("depth")), blocks_text),
+        Rule(
+            lambda spec, ctx: f"layers[{_first_outside(spec, ctx)}]",
+            lambda spec, ctx: _first_outside(spec, ctx) is None,
+            blocks_text,
+        ),
+        Rule("layers", lambda spec, ctx: bool(_terms(spec, ctx.get("depth"))), "holds only the target block"),
+    )
+
     @model_validator(mode="after")
-    def _blocks(self, info: ValidationInfo) -> MagmaSpec:
+    def _blocks_normalised(self, info: ValidationInfo) -> MagmaSpec:
         depth = (info.context or {}).get("depth")
-        target = normalise_block("target_layer", self.target_layer, depth)
-        given = self.layers
-        layers = [normalise_block(f"layers[{i}]", layer, depth) for i, layer in enumerate(given)]
-        # As in MAGMA's code, the target block itself contributes no term.
-        self.layers, self.target_layer = sorted(set(layers) - {target}), target
-        if not self.layers:
-            raise FieldError("layers", given, f"holds only the target block {target}")
+        self.layers, self.target_layer = _terms(self, depth), normalise_block(self.target_layer, depth)
         return self
+
+
+def _first_outside(spec: MagmaSpec, context: Mapping) -> int | None:
+    return next((i for i, layer in enumerate(spec.layers) if outside(layer, context.get("depth"))), None)
+
+
+def _terms(spec: MagmaSpec, depth: int | None) -> list[int]:
+    """The blocks whose graphs enter the loss: as in MAGMA's code, the target block itself
+    contributes no term."""
+    target = normalise_block(spec.target_layer, depth)
+    return sorted({normalise_block(layer, depth) for layer in spec.layers} - {target})
 
 
 class Magma(Regularizer):

@@ -25,8 +25,7 @@ from typing import Annotated, Any, ClassVar, Literal, Protocol, Union
 
 from pydantic import Discriminator, Field, Tag, TypeAdapter, model_validator
 
-from solo_ext.utils.declared import FROM_LIST, Declared, number_in, plain
-from solo_ext.utils.errors import FieldError
+from solo_ext.utils.declared import FROM_LIST, Declared, Rule, number_in, plain
 
 # an epoch on the schedule's axis: finite and >= 0; a weight: any finite number
 Epoch = number_in(0)
@@ -41,15 +40,31 @@ def _lerp(start: float, end: float, fraction: float) -> float:
     return start + (end - start) * fraction
 
 
-def _ordered(schedule: Declared, names: tuple[str, ...]) -> None:
-    """Refuse epochs out of order, naming the first that breaks ``names[0] <= names[1] <= ...``."""
-    for before, name in zip(names, names[1:]):
-        if getattr(schedule, name) < getattr(schedule, before):
-            raise FieldError(
-                name,
-                getattr(schedule, name),
-                f"must satisfy {' <= '.join(names)}, but {before}={getattr(schedule, before):g}",
-            )
+def in_order(*names: str) -> tuple[Rule, ...]:
+    """Rules keeping the epochs ``names`` in order, each naming the epoch that breaks it."""
+    chain = " <= ".join(names)
+    return tuple(
+        Rule(
+            name,
+            lambda s, _, before=before, name=name: getattr(s, before) <= getattr(s, name),
+            lambda s, _, before=before: f"must satisfy {chain}, but {before}={getattr(s, before):g}",
+        )
+        for before, name in zip(names, names[1:])
+    )
+
+
+def _first_empty(s: IntervalWeight) -> int | None:
+    return next((i for i, (start, end, _) in enumerate(s.intervals) if start >= end), None)
+
+
+def _by_start(s: IntervalWeight) -> list[int]:
+    return sorted(range(len(s.intervals)), key=lambda i: s.intervals[i])
+
+
+def _first_overlap(s: IntervalWeight) -> tuple[int, int] | None:
+    order = _by_start(s)
+    pairs = zip(order, order[1:])
+    return next(((p, c) for p, c in pairs if s.intervals[c][0] < s.intervals[p][1]), None)
 
 
 class _Schedule(Declared):
@@ -102,10 +117,7 @@ class TriangleWeight(_Schedule):
     mid_epoch: Epoch
     end_epoch: Epoch
 
-    @model_validator(mode="after")
-    def _in_order(self) -> TriangleWeight:
-        _ordered(self, ("start_epoch", "mid_epoch", "end_epoch"))
-        return self
+    rules: ClassVar = in_order("start_epoch", "mid_epoch", "end_epoch")
 
     def __call__(self, step: int, epoch: float) -> float:
         # each branch is reached only when its interval is non-empty, so no division by zero
@@ -130,11 +142,13 @@ class StepWeight(_Schedule):
     scale: Weight = 0.1
     warmup_epochs: Epoch = 5.0
 
-    @model_validator(mode="after")
-    def _increasing(self) -> StepWeight:
-        if any(later <= earlier for earlier, later in zip(self.steps, self.steps[1:])):
-            raise FieldError("steps", list(self.steps), "milestones must be strictly increasing")
-        return self
+    rules: ClassVar = (
+        Rule(
+            "steps",
+            lambda s, _: all(a < b for a, b in zip(s.steps, s.steps[1:])),
+            "milestones must be strictly increasing",
+        ),
+    )
 
     def __call__(self, step: int, epoch: float) -> float:
         if epoch < self.warmup_epochs:
@@ -153,23 +167,25 @@ class IntervalWeight(_Schedule):
         tuple[Annotated[tuple[Epoch, Epoch, Weight], FROM_LIST], ...], FROM_LIST, Field(min_length=1)
     ]
 
+    rules: ClassVar = (
+        Rule(
+            lambda s, _: f"intervals[{_first_empty(s)}]",
+            lambda s, _: _first_empty(s) is None,
+            "start must be < end (the end is exclusive)",
+        ),
+        Rule(
+            "intervals",
+            lambda s, _: _first_overlap(s) is None,
+            lambda s, _: "intervals must not overlap, but intervals[{}] and intervals[{}] do".format(
+                *_first_overlap(s)
+            ),
+        ),
+    )
+
     @model_validator(mode="after")
-    def _disjoint(self) -> IntervalWeight:
-        for i, (start, end, weight) in enumerate(self.intervals):
-            if start >= end:
-                raise FieldError(
-                    f"intervals[{i}]", [start, end, weight], "start must be < end (the end is exclusive)"
-                )
-        order = sorted(range(len(self.intervals)), key=lambda i: self.intervals[i])
-        for previous, current in zip(order, order[1:]):
-            if self.intervals[current][0] < self.intervals[previous][1]:
-                raise FieldError(
-                    "intervals",
-                    [list(interval) for interval in self.intervals],
-                    f"intervals must not overlap, but intervals[{previous}] and intervals[{current}] do",
-                )
+    def _sorted(self) -> IntervalWeight:
         # sorted by start; frozen models store through object.__setattr__
-        object.__setattr__(self, "intervals", tuple(self.intervals[i] for i in order))
+        object.__setattr__(self, "intervals", tuple(self.intervals[i] for i in _by_start(self)))
         return self
 
     def __call__(self, step: int, epoch: float) -> float:
@@ -190,10 +206,7 @@ class _Ramp(_Schedule):
     end_epoch: Epoch
     start_epoch: Epoch = 0.0
 
-    @model_validator(mode="after")
-    def _in_order(self) -> _Ramp:
-        _ordered(self, ("start_epoch", "end_epoch"))
-        return self
+    rules: ClassVar = in_order("start_epoch", "end_epoch")
 
     def __call__(self, step: int, epoch: float) -> float:
         if epoch >= self.end_epoch:

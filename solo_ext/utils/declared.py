@@ -94,14 +94,13 @@ def unknown_key_text(name: str, allowed: Iterable[str], where: str) -> str:
 class Rule(NamedTuple):
     """A rule across a declared model's fields, checked after its fields (on the values as given,
     before any normalising validator of the model): when ``holds(model, context)`` is False the
-    error names ``field`` (relative to the model; a string, or a function of the model giving
-    one), the value (``value(model)``, else the field's) and ``allowed`` (a string, or a function
-    of the model giving one)."""
+    error names ``field`` (relative to the model), the value (``value``, else the field's) and
+    ``allowed``; each of these may be a function of (model, context)."""
 
-    field: str | Callable[[Any], str]
+    field: str | Callable[[Any, Mapping], str]
     holds: Callable[[Any, Mapping], bool]
-    allowed: str | Callable[[Any], str]
-    value: Callable[[Any], Any] | None = None
+    allowed: str | Callable[[Any, Mapping], str]
+    value: Callable[[Any, Mapping], Any] | None = None
 
 
 def _field_value(model: Any, field: str) -> Any:
@@ -140,8 +139,8 @@ class Declared(BaseModel):
         context = info.context or {}
         for rule in type(self).rules:
             if not rule.holds(self, context):
-                field = rule.field if isinstance(rule.field, str) else rule.field(self)
-                value = rule.value(self) if rule.value else _field_value(self, field)
-                allowed = rule.allowed if isinstance(rule.allowed, str) else rule.allowed(self)
+                field = rule.field if isinstance(rule.field, str) else rule.field(self, context)
+                value = rule.value(self, context) if rule.value else _field_value(self, field)
+                allowed = rule.allowed if isinstance(rule.allowed, str) else rule.allowed(self, context)
                 raise FieldError(field, value, allowed)
         return self
