@@ -575,6 +575,84 @@ class OfflineKNN(Declared):
         return {name: f"--{name}" for name in cls.model_fields}
 
 
+# wandb's range distributions, by the scale on which their min/max are written.
+LINEAR_RANGES = ("uniform", "q_uniform", "int_uniform")
+LOG_VALUE_RANGES = ("log_uniform_values", "q_log_uniform_values")
+LOG_EXPONENT_RANGES = ("log_uniform", "q_log_uniform")
+Number = Annotated[float, Field(allow_inf_nan=False)] | int
+
+
+class SweepParameter(Declared):
+    """One ``parameters.<dotted key>`` of a wandb sweep file: ``value``, ``values`` or a range
+    (``min``, ``max``, ``distribution``); the sweep's ``method`` is in the validation context."""
+
+    where: ClassVar[str] = "a sweep parameter"
+    # wandb's keys of distributions the dry run tries at min, middle and max only
+    ignored: ClassVar[frozenset[str]] = frozenset({"probabilities", "mu", "sigma", "q"})
+
+    value: Any = None
+    values: Annotated[list[Any], Field(min_length=1)] | None = None
+    min: Number | None = None
+    max: Number | None = None
+    distribution: Literal[LINEAR_RANGES + LOG_VALUE_RANGES + LOG_EXPONENT_RANGES] | None = None
+    parameters: dict[str, Any] | None = None
+
+    def is_range(self) -> bool:
+        return "value" not in self.model_fields_set and self.values is None
+
+    def integer_range(self) -> bool:
+        return isinstance(self.min, int) and isinstance(self.max, int)
+
+    def range_distribution(self) -> str:
+        return self.distribution or ("int_uniform" if self.integer_range() else "uniform")
+
+    rules: ClassVar = (
+        Rule(
+            "parameters",
+            lambda p, _: p.parameters is None,
+            "nested parameters reach ${args_no_hyphens} as one dict; write dotted keys "
+            "(method_kwargs.mask_ratio) instead",
+        ),
+        Rule(
+            "values",
+            lambda p, ctx: not p.is_range() or ctx.get("method") != "grid",
+            "a grid sweep needs values (or value)",
+        ),
+        Rule(
+            "max",
+            lambda p, _: not p.is_range() or (p.min is not None and p.max is not None and p.min <= p.max),
+            "a range needs numbers min <= max (or give value or values)",
+        ),
+        Rule(
+            "min",
+            lambda p, _: not p.is_range() or p.range_distribution() not in LOG_VALUE_RANGES or p.min > 0,
+            "a log-uniform range needs min > 0",
+        ),
+    )
+
+
+class SweepFile(Declared):
+    """The keys of a wandb sweep file the dry run reads; wandb's others are left to wandb."""
+
+    where: ClassVar[str] = "a sweep file"
+    ignored: ClassVar[frozenset[str]] = frozenset(
+        {"name", "description", "metric", "early_terminate", "run_cap", "project", "entity", "program"}
+    )
+
+    method: Literal["grid", "random", "bayes"]
+    parameters: Annotated[dict[str, SweepParameter], Field(min_length=1)]
+    command: list[Any]
+
+    rules: ClassVar = (
+        Rule(
+            "command",
+            lambda f, _: "${args_no_hyphens}" in f.command,
+            "must be a list ending in ${args_no_hyphens} so that the swept values reach Hydra as "
+            "key=value overrides",
+        ),
+    )
+
+
 __all__ = [
     "DEFAULT_WORKERS",
     "KNN_BANKS",

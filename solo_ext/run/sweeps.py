@@ -26,41 +26,31 @@ from hydra import compose, initialize_config_dir
 from hydra.errors import HydraException
 from omegaconf.errors import OmegaConfBaseException
 
-from solo_ext.config.errors import ConfigError
+from solo_ext.config.errors import ConfigError, validate
 from solo_ext.config.pretrain import parse_cfg
+from solo_ext.config.schema import LOG_EXPONENT_RANGES, LOG_VALUE_RANGES, SweepFile, SweepParameter
 from solo_ext.run.hydra_check import one_line, split_argv
 from solo_ext.utils.errors import DataError
 
 REPO = Path(__file__).resolve().parents[2]
 # The config_path that main_pretrain.py's @hydra.main uses when no --config-path is given.
 DEFAULT_CONFIG_DIR = REPO / "scripts" / "pretrain" / "digits"
-METHODS = ("grid", "random", "bayes")
-# wandb's range distributions, by the scale on which their min/max are written.
-LINEAR_RANGES = ("uniform", "q_uniform", "int_uniform")
-LOG_VALUE_RANGES = ("log_uniform_values", "q_log_uniform_values")
-LOG_EXPONENT_RANGES = ("log_uniform", "q_log_uniform")
 
 
 def load_sweep(path: str | Path) -> dict:
-    """The sweep file as a dict, its required keys checked (``ConfigError`` otherwise)."""
+    """The sweep file as a dict, checked against :class:`~solo_ext.config.schema.SweepFile`
+    (``ConfigError`` otherwise)."""
     try:
         with open(path) as f:
             sweep = yaml.safe_load(f)
     except (OSError, yaml.YAMLError) as err:
         raise ConfigError(f"{path}: not a readable YAML file ({' '.join(str(err).split())})") from err
-    if not isinstance(sweep, dict):
-        raise ConfigError(f"{path}: not a mapping; a wandb sweep file is a YAML mapping")
-    if sweep.get("method") not in METHODS:
-        raise ConfigError(f"method={sweep.get('method')!r}: must be one of {', '.join(METHODS)}")
-    params = sweep.get("parameters")
-    if not isinstance(params, dict) or not params:
-        raise ConfigError(f"parameters={params!r}: must be a non-empty mapping of dotted config keys")
-    command = sweep.get("command")
-    if not isinstance(command, list) or "${args_no_hyphens}" not in command:
-        raise ConfigError(
-            f"command={command!r}: must be a list ending in ${{args_no_hyphens}} so that the swept "
-            "values reach Hydra as key=value overrides"
-        )
+    validate(
+        SweepFile,
+        sweep,
+        "",
+        context={"method": (sweep or {}).get("method")} if isinstance(sweep, dict) else {},
+    )
     return sweep
 
 
@@ -70,50 +60,26 @@ def fixed_arguments(sweep: dict) -> tuple[str | None, str | None, list[str]]:
     return split_argv([str(w) for w in sweep["command"] if not str(w).startswith("${")])
 
 
-def _range_points(key: str, spec: dict) -> list[Any]:
-    """min, middle, max of a wandb range, as the values a run would receive."""
-    low, high = spec.get("min"), spec.get("max")
-    if not all(isinstance(v, int | float) and not isinstance(v, bool) for v in (low, high)) or low > high:
-        raise ConfigError(f"parameters.{key}={spec!r}: a range needs numbers min <= max")
-    both_int = isinstance(low, int) and isinstance(high, int)
-    distribution = spec.get("distribution", "int_uniform" if both_int else "uniform")
-    if distribution in LINEAR_RANGES:
-        points = [low, (low + high) / 2, high]
-    elif distribution in LOG_VALUE_RANGES:
-        if low <= 0:
-            raise ConfigError(f"parameters.{key}.min={low!r}: a log-uniform range needs min > 0")
+def parameter_values(key: str, spec: Any, method: str) -> list[Any]:
+    """The values of one swept parameter that the dry run tries: its ``value``, its ``values``, or
+    a range (``min``/``max``) at its minimum, middle and maximum (the geometric middle for
+    log-uniform ones; wandb's ``log_uniform`` takes natural-log exponents)."""
+    parameter = validate(SweepParameter, spec, f"parameters.{key}", context={"method": method})
+    if "value" in parameter.model_fields_set:
+        return [parameter.value]
+    if parameter.values is not None:
+        return parameter.values
+    low, high = parameter.min, parameter.max
+    distribution = parameter.range_distribution()
+    if distribution in LOG_VALUE_RANGES:
         points = [low, math.sqrt(low * high), high]
     elif distribution in LOG_EXPONENT_RANGES:  # min/max are natural-log exponents
         points = [math.exp(low), math.exp((low + high) / 2), math.exp(high)]
     else:
-        known = LINEAR_RANGES + LOG_VALUE_RANGES + LOG_EXPONENT_RANGES
-        raise ConfigError(
-            f"parameters.{key}.distribution={distribution!r}: the dry run covers {', '.join(known)}"
-        )
-    if distribution == "int_uniform" or (distribution.startswith("q_") and both_int):
+        points = [low, (low + high) / 2, high]
+    if distribution == "int_uniform" or (distribution.startswith("q_") and parameter.integer_range()):
         points = [round(p) for p in points]
     return list(dict.fromkeys(points))  # an empty or integer range repeats its middle
-
-
-def parameter_values(key: str, spec: Any, method: str) -> list[Any]:
-    """The values of one swept parameter that the dry run tries."""
-    if not isinstance(spec, dict):
-        raise ConfigError(f"parameters.{key}={spec!r}: must be a mapping with values, value or min/max")
-    if "parameters" in spec:
-        raise ConfigError(
-            f"parameters.{key}: nested parameters reach ${{args_no_hyphens}} as one dict; write dotted "
-            "keys (method_kwargs.mask_ratio) instead"
-        )
-    if "value" in spec:
-        return [spec["value"]]
-    if "values" in spec:
-        values = spec["values"]
-        if not isinstance(values, list) or not values:
-            raise ConfigError(f"parameters.{key}.values={values!r}: must be a non-empty list")
-        return values
-    if method == "grid":
-        raise ConfigError(f"parameters.{key}={spec!r}: a grid sweep needs values (or value)")
-    return _range_points(key, spec)
 
 
 def render_argument(key: str, value: Any) -> str:
