@@ -37,7 +37,7 @@ from solo_ext.backbones.loading import (
     load_backbone_weights,
     read_checkpoint,
 )
-from solo_ext.utils.checkpointer import checkpoints_in
+from solo_ext.config.paths import resolve_weights_path
 from solo_ext.utils.errors import UserError
 
 FORMATS = ("timm", "hf", "mae")
@@ -56,13 +56,7 @@ class ExportError(UserError, ValueError):
 
 def resolve_source(source: Path) -> tuple[Path, dict]:
     """(checkpoint, the run's args.json) for a run folder or a checkpoint file."""
-    if source.is_dir():
-        found = checkpoints_in(source)
-        if not found:
-            raise ExportError(f"{source}: a folder without checkpoints (<name>-<run id>-ep=<E>.ckpt)")
-        source = found[-1]
-    if not source.is_file():
-        raise ExportError(f"{source}: no such checkpoint or run folder")
+    source = Path(resolve_weights_path("source", str(source)))
     args_path = source.parent / "args.json"
     if not args_path.is_file():
         raise ExportError(f"{source}: no args.json beside it, so the architecture is unknown")

@@ -33,7 +33,8 @@ def fail(key: str, value: Any, allowed: str) -> ConfigError:
 
 def _line(key: str, value: Any, allowed: str) -> str:
     shown = repr(value)
-    if len(shown) > _MAX_VALUE:
+    # a long mapping or list is cut; a string (a path, a name) is shown whole
+    if len(shown) > _MAX_VALUE and not isinstance(value, str):
         shown = shown[: _MAX_VALUE - 3] + "..."
     line = f"{key}: {allowed}" if value is NO_VALUE else f"{key}={shown}: {allowed}"
     if len(line) > _MAX_LINE and "; allowed: " in allowed:

@@ -8,6 +8,7 @@ method shares lives here.
 from __future__ import annotations
 
 import random
+from abc import ABCMeta, abstractmethod
 from typing import Any
 
 import lightning.pytorch as pl
@@ -45,7 +46,7 @@ def accuracy_at_k(logits: torch.Tensor, targets: torch.Tensor, top_k=(1, 5)) -> 
     return [correct[:, : min(k, maxk)].any(dim=1).float().mean() * 100 for k in top_k]
 
 
-class BaseMethod(pl.LightningModule):
+class BaseMethod(pl.LightningModule, metaclass=ABCMeta):
     def __init__(self, cfg: DictConfig):
         super().__init__()
         self.cfg = cfg
@@ -124,14 +125,14 @@ class BaseMethod(pl.LightningModule):
         tokens = self.backbone.forward_features(x).tokens
         return self.backbone.pool(tokens, self.online_features)
 
+    @abstractmethod
     def training_forward(self, x: torch.Tensor, indexes: torch.Tensor, crop: int) -> dict[str, Any]:
         """What large crop number ``crop`` of the samples ``indexes`` produces in training; must
         hold ``feats`` (N, D)."""
-        raise NotImplementedError
 
+    @abstractmethod
     def method_loss(self, crops: list[torch.Tensor], outs: list[dict]) -> tuple[torch.Tensor, dict]:
         """The self-supervised loss of the large crops and the values to log."""
-        raise NotImplementedError
 
     # ----------------------------------------------------------------- training
     def online_classifier_loss(self, feats: torch.Tensor, targets: torch.Tensor):

@@ -10,6 +10,7 @@ tokens before the final norm, what MAGMA uses). Its weight comes from a stateles
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from typing import Any, ClassVar, Literal
 
@@ -99,7 +100,7 @@ def regularized_features(
     return cache[features]
 
 
-class Regularizer:
+class Regularizer(ABC):
     """Subclasses set ``name`` and ``Spec`` (their declared block) and implement ``__call__``."""
 
     name: str = ""
@@ -124,6 +125,6 @@ class Regularizer:
     def features_of(self, out: dict, block_positions: Mapping[int, int]) -> torch.Tensor:
         return regularized_features(out, self.features, block_positions, self.gather)
 
+    @abstractmethod
     def __call__(self, out: Mapping, block_positions: Mapping[int, int]) -> tuple[torch.Tensor, dict]:
         """(raw loss, extra values to log) for one large crop."""
-        raise NotImplementedError

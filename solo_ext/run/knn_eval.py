@@ -20,7 +20,7 @@ from torch.utils.data import DataLoader
 from solo_ext.backbones import MaskedViT, build_backbone
 from solo_ext.backbones.loading import load_backbone_weights
 from solo_ext.config.errors import ConfigError, validate
-from solo_ext.config.paths import saved_run_args
+from solo_ext.config.paths import resolve_weights_path, saved_run_args
 from solo_ext.config.schema import DEFAULT_WORKERS, OfflineKNN
 from solo_ext.data import (
     num_classes_of,
@@ -30,7 +30,6 @@ from solo_ext.data import (
 )
 from solo_ext.eval.knn import knn_accuracy, knn_predict
 from solo_ext.results import merge_results
-from solo_ext.utils.checkpointer import checkpoints_in
 
 TABLE_COLUMNS = ("feature_type", "distance", "k", "T", "bank", "acc1", "acc5")
 # offline, the bank is always the training set through the val transform
@@ -43,21 +42,14 @@ def find_checkpoint(run_dir: str | os.PathLike | None, checkpoint: str | os.Path
     """The checkpoint to evaluate: ``checkpoint`` itself, or the newest of a run folder.
 
     Raises:
-        ConfigError: neither or both given, a missing file, or a folder without checkpoints.
+        ConfigError: neither or both given, or what :func:`resolve_weights_path` refuses.
     """
     if (run_dir is None) == (checkpoint is None):
         raise ConfigError("--pretrained_checkpoint_dir / --checkpoint: give exactly one of them")
-    if checkpoint is not None:
-        if not Path(checkpoint).is_file():
-            raise ConfigError(f"--checkpoint={str(checkpoint)!r}: no such file")
-        return Path(checkpoint).resolve()
-    found = checkpoints_in(Path(run_dir)) if Path(run_dir).is_dir() else []
-    if not found:
-        raise ConfigError(
-            f"--pretrained_checkpoint_dir={str(run_dir)!r}: no <name>-<run id>-ep=<E>.ckpt there; "
-            "pass a run folder, or a checkpoint file with --checkpoint"
-        )
-    return found[-1].resolve()
+    flag, value = (
+        ("--checkpoint", checkpoint) if checkpoint is not None else ("--pretrained_checkpoint_dir", run_dir)
+    )
+    return Path(resolve_weights_path(flag, str(value)))
 
 
 def backbone_for(

@@ -67,10 +67,11 @@ def run_in_process(capsys, *args):
 
 def test_errors_exit_2_with_one_message(pretrained, tmp_path, capsys):
     code, err = run_in_process(capsys, "--checkpoint", str(tmp_path / "nothing.ckpt"))
-    assert code == 2 and err.strip() == f"error: --checkpoint='{tmp_path / 'nothing.ckpt'}': no such file"
+    expected = f"error: --checkpoint='{tmp_path / 'nothing.ckpt'}': no such checkpoint file or folder"
+    assert code == 2 and err.strip() == expected
 
     code, err = run_in_process(capsys, "--pretrained_checkpoint_dir", str(tmp_path))
-    assert code == 2 and "no <name>-<run id>-ep=<E>.ckpt there" in err
+    assert code == 2 and "a folder without checkpoints (<name>-<run id>-ep=<E>.ckpt)" in err
 
     code, err = run_in_process(capsys, "--pretrained_checkpoint_dir", str(pretrained.parent), "--k", "0")
     assert code == 2 and err.strip() == "error: --k[0]=0: must be an integer >= 1"
