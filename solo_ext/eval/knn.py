@@ -13,7 +13,10 @@ when the true class is among the min(5, num_classes) highest scores AND received
 classes that no neighbour voted for never count, whatever order their zero scores sort in.
 """
 
+from typing import Annotated, Literal
+
 import torch
+from pydantic import ConfigDict, Field, validate_call
 from torch import Tensor
 from torchmetrics import Metric
 from torchmetrics.utilities import dim_zero_cat
@@ -22,25 +25,26 @@ DISTANCES = ("cosine", "euclidean")
 _EUCLIDEAN_EPS = 1e-5
 
 
-def _check_args(k: int, T: float, distance_fx: str) -> None:
-    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
-        raise ValueError(f"k={k!r}: must be an integer >= 1")
-    if not T > 0:
-        raise ValueError(f"T={T!r}: must be > 0")
-    if distance_fx not in DISTANCES:
-        raise ValueError(f"distance_fx={distance_fx!r}: must be one of {DISTANCES}")
+# the settings' ranges, declared once; a bad one raises pydantic's ValidationError (a ValueError
+# naming the argument)
+Neighbours = Annotated[int, Field(ge=1)]
+Temperature = Annotated[float, Field(gt=0, allow_inf_nan=False)]
+Distance = Literal[DISTANCES]
+Positive = Annotated[int, Field(ge=1)]
+_ARGUMENTS = ConfigDict(arbitrary_types_allowed=True, strict=True)
 
 
+@validate_call(config=_ARGUMENTS)
 def knn_predict(
     train_features: Tensor,
     train_targets: Tensor,
     test_features: Tensor,
-    k: int,
-    T: float,
-    distance_fx: str,
-    num_classes: int,
-    chunk_size: int | None = None,
-    max_distance_matrix_size: int = 5_000_000,
+    k: Neighbours,
+    T: Temperature,
+    distance_fx: Distance,
+    num_classes: Positive,
+    chunk_size: Positive | None = None,
+    max_distance_matrix_size: Positive = 5_000_000,
 ) -> Tensor:
     """Class scores of each test sample from a weighted vote of its k nearest training samples.
 
@@ -59,7 +63,6 @@ def knn_predict(
     Returns:
         scores (N_test, C) float32, the summed vote weight of each class.
     """
-    _check_args(k, T, distance_fx)
     if (
         train_features.ndim != 2
         or test_features.ndim != 2
@@ -134,21 +137,17 @@ class WeightedKNNClassifier(Metric):
     higher_is_better = True
     full_state_update = False
 
+    @validate_call(config=_ARGUMENTS)
     def __init__(
         self,
-        k: int = 20,
-        T: float = 0.07,
-        distance_fx: str = "cosine",
+        k: Neighbours = 20,
+        T: Temperature = 0.07,
+        distance_fx: Distance = "cosine",
         *,
-        num_classes: int,
-        max_distance_matrix_size: int = 5_000_000,
+        num_classes: Positive,
+        max_distance_matrix_size: Positive = 5_000_000,
     ) -> None:
         super().__init__()
-        _check_args(k, T, distance_fx)
-        if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
-            raise ValueError(f"num_classes={num_classes!r}: must be an integer >= 1")
-        if max_distance_matrix_size < 1:
-            raise ValueError(f"max_distance_matrix_size={max_distance_matrix_size!r}: must be >= 1")
         self.k = k
         self.T = T
         self.distance_fx = distance_fx
