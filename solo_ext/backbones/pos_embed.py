@@ -9,7 +9,7 @@ half as ``[sin(pos * omega), cos(pos * omega)]`` with ``omega_i = 1 / 10000^(i /
 import math
 
 import torch
-import torch.nn.functional as F
+from timm.layers import resample_abs_pos_embed
 from torch import Tensor
 
 
@@ -53,7 +53,8 @@ def interpolate_pos_embed(pos_embed: Tensor, new_grid: int) -> Tensor:
     checkpoint trained at 224 px into a model at 32 px.
 
     The patch rows are viewed as a (D, g, g) image and resized bicubically (align_corners=False,
-    as in MAE's fine-tuning code); the class-token row is kept as is.
+    as in MAE's fine-tuning code), by :func:`timm.layers.resample_abs_pos_embed`; the class-token
+    row is kept as is.
 
     Args:
         pos_embed: (1, 1 + g_old**2, D).
@@ -62,20 +63,11 @@ def interpolate_pos_embed(pos_embed: Tensor, new_grid: int) -> Tensor:
     Returns:
         (1, 1 + new_grid**2, D), same dtype and device as ``pos_embed``.
     """
-    if pos_embed.ndim != 3 or pos_embed.shape[0] != 1:
-        raise ValueError(f"pos_embed must have shape (1, 1 + L, D), got {tuple(pos_embed.shape)}")
     num_patches = pos_embed.shape[1] - 1
-    old_grid = math.isqrt(num_patches)
-    if old_grid * old_grid != num_patches:
+    if math.isqrt(num_patches) ** 2 != num_patches:
         raise ValueError(f"pos_embed has {num_patches} patch rows, not a square grid (plus one cls row)")
-    if new_grid <= 0:
-        raise ValueError(f"new_grid={new_grid!r}: must be a positive integer")
-    if new_grid == old_grid:
-        return pos_embed
-    dim = pos_embed.shape[-1]
-    cls_row, patch_rows = pos_embed[:, :1], pos_embed[:, 1:]
-    grid = patch_rows.reshape(1, old_grid, old_grid, dim).permute(0, 3, 1, 2)
-    # bicubic in float32: half-precision interpolation is not implemented on every device
-    grid = F.interpolate(grid.float(), size=(new_grid, new_grid), mode="bicubic", align_corners=False)
-    patch_rows = grid.permute(0, 2, 3, 1).reshape(1, new_grid * new_grid, dim).to(pos_embed.dtype)
-    return torch.cat([cls_row, patch_rows], dim=1)
+    # timm's resampling without antialiasing is exactly MAE's (bicubic, align_corners=False, in
+    # float32, the class-token row kept); tests/backbones/test_pos_embed.py proves it
+    return resample_abs_pos_embed(
+        pos_embed, [new_grid, new_grid], num_prefix_tokens=1, interpolation="bicubic", antialias=False
+    )

@@ -24,7 +24,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Annotated, Any, ClassVar
 
 import torch
-from PIL import Image, ImageFilter, ImageOps
+from PIL import Image, ImageFilter
 from pydantic import Field, model_validator
 from torchvision import transforms as T
 
@@ -140,26 +140,6 @@ class GaussianBlur:
         return f"{type(self).__name__}(sigma={self.sigma})"
 
 
-class Solarization:
-    """Invert every pixel value >= 128 (PIL ``ImageOps.solarize``, BYOL)."""
-
-    def __call__(self, img: Image.Image) -> Image.Image:
-        return ImageOps.solarize(img, threshold=128)
-
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}()"
-
-
-class Equalization:
-    """Histogram equalisation per channel (PIL ``ImageOps.equalize``)."""
-
-    def __call__(self, img: Image.Image) -> Image.Image:
-        return ImageOps.equalize(img)
-
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}()"
-
-
 def crop_and_colour_ops(aug: Mapping, tv: Any) -> list:
     """The first ops of a pretraining pipeline, which the PIL and the uint8-tensor back-ends share:
     RandomResizedCrop (bicubic, scale [crop_min_scale, crop_max_scale]) or, with ``rrc.enabled``
@@ -193,13 +173,15 @@ def build_transform_pipeline(dataset: str, aug_cfg: Mapping) -> Callable:
     """
     cfg = fill_augmentation_defaults(aug_cfg, dataset)
     ops = crop_and_colour_ops(cfg, T)
-    for section, op in (
-        ("gaussian_blur", GaussianBlur()),
-        ("solarization", Solarization()),
-        ("equalization", Equalization()),
-    ):
-        if cfg[section]["prob"] > 0:
-            ops.append(T.RandomApply([op], p=cfg[section]["prob"]))
+    # torchvision's solarize and equalize are PIL's ImageOps.solarize(threshold 128) and
+    # ImageOps.equalize on PIL images; the blur stays ours: torchvision's GaussianBlur takes a
+    # kernel size, while the recipes' blur (SimCLR/BYOL) is PIL's, with only a random sigma
+    if cfg["gaussian_blur"]["prob"] > 0:
+        ops.append(T.RandomApply([GaussianBlur()], p=cfg["gaussian_blur"]["prob"]))
+    if cfg["solarization"]["prob"] > 0:
+        ops.append(T.RandomSolarize(128, p=cfg["solarization"]["prob"]))
+    if cfg["equalization"]["prob"] > 0:
+        ops.append(T.RandomEqualize(p=cfg["equalization"]["prob"]))
     if cfg["horizontal_flip"]["prob"] > 0:
         ops.append(T.RandomHorizontalFlip(p=cfg["horizontal_flip"]["prob"]))
     mean, std = dataset_mean_std(dataset, cfg)

@@ -58,3 +58,16 @@ def test_interpolation_moves_a_checkpoint_to_another_image_size():
 def test_interpolation_rejects_non_square_grids():
     with pytest.raises(ValueError, match="not a square grid"):
         interpolate_pos_embed(torch.randn(1, 1 + 12, 8), 4)
+
+
+@pytest.mark.parametrize("new_grid", [3, 7])
+def test_interpolation_is_maes_bicubic_resize(new_grid):
+    # MAE's interpolate_pos_embed: the patch rows as a (D, g, g) image, bicubic, align_corners
+    # False, the cls row kept; timm's resample_abs_pos_embed (which we call) must give exactly this
+    pos = torch.randn(1, 1 + 5 * 5, 8, generator=torch.Generator().manual_seed(0))
+    grid = pos[:, 1:].reshape(1, 5, 5, 8).permute(0, 3, 1, 2)
+    grid = torch.nn.functional.interpolate(
+        grid, size=(new_grid, new_grid), mode="bicubic", align_corners=False
+    )
+    expected = torch.cat([pos[:, :1], grid.permute(0, 2, 3, 1).reshape(1, new_grid**2, 8)], dim=1)
+    torch.testing.assert_close(interpolate_pos_embed(pos, new_grid), expected, rtol=0, atol=0)

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 from omegaconf import OmegaConf
-from PIL import Image
+from PIL import Image, ImageOps
 from torchvision import transforms as T
 
 from solo_ext.config.errors import ConfigError, validate
@@ -14,7 +14,7 @@ from solo_ext.data import (
     fill_augmentation_defaults,
     prepare_transforms,
 )
-from solo_ext.data.augmentations import AugmentationSpec, Equalization, GaussianBlur, Solarization
+from solo_ext.data.augmentations import AugmentationSpec, GaussianBlur
 
 ALL_ON = {
     "rrc": {"enabled": True, "crop_min_scale": 0.3, "crop_max_scale": 0.9},
@@ -133,14 +133,14 @@ def test_everything_on_at_prob_1_gives_the_crop_shape_and_runs_every_op():
         T.RandomApply,
         T.RandomGrayscale,
         T.RandomApply,
-        T.RandomApply,
-        T.RandomApply,
+        T.RandomSolarize,
+        T.RandomEqualize,
         T.RandomHorizontalFlip,
         T.ToTensor,
         T.Normalize,
     ]
     applied = [type(op.transforms[0]) for op in pipeline.transforms if isinstance(op, T.RandomApply)]
-    assert applied == [T.ColorJitter, GaussianBlur, Solarization, Equalization]
+    assert applied == [T.ColorJitter, GaussianBlur]
     assert pipeline.transforms[0].interpolation == T.InterpolationMode.BICUBIC
     assert pipeline.transforms[0].scale == (0.3, 0.9)
     torch.manual_seed(0)
@@ -258,3 +258,14 @@ def test_classification_transforms_resize_bicubic_as_maes_probe():
             t for t in (*train.transforms, *val.transforms) if isinstance(t, T.RandomResizedCrop | T.Resize)
         ]
         assert resizers and all(t.interpolation == T.InterpolationMode.BICUBIC for t in resizers), dataset
+
+
+def test_torchvision_solarize_and_equalize_are_pils():
+    # the PIL pipeline uses torchvision's RandomSolarize(128) and RandomEqualize: on PIL images
+    # they must be exactly ImageOps.solarize(threshold=128) and ImageOps.equalize, as the
+    # BYOL/solo-learn recipes define them
+    image = noise_image(37, 29, seed=3)
+    solarized = T.RandomSolarize(128, p=1.0)(image)
+    equalized = T.RandomEqualize(p=1.0)(image)
+    assert np.array_equal(np.asarray(solarized), np.asarray(ImageOps.solarize(image, threshold=128)))
+    assert np.array_equal(np.asarray(equalized), np.asarray(ImageOps.equalize(image)))
