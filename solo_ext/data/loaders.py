@@ -36,11 +36,11 @@ def image_backend(dataset: str, data_format: str) -> str:
 def pretrain_transform(backend: str, dataset: str, aug: Mapping) -> Callable:
     """One pretraining pipeline of the filled entry ``aug``: PIL -> normalised float (``"pil"``)
     or uint8 tensor -> uint8 (``"tensor"``)."""
-    if backend == "pil":
-        return build_transform_pipeline(dataset, aug)
-    if backend == "tensor":
-        return build_tensor_pipeline(aug)
-    raise ValueError(f"backend={backend!r}: per-image transforms exist for pil and tensor")
+    builders = {
+        "pil": lambda: build_transform_pipeline(dataset, aug),
+        "tensor": lambda: build_tensor_pipeline(aug),
+    }
+    return builders[backend]()  # DALI has no per-image transform
 
 
 def classification_transforms(
@@ -48,11 +48,11 @@ def classification_transforms(
 ) -> tuple[Callable, Callable]:
     """``(T_train, T_val)`` of :func:`~solo_ext.data.augmentations.prepare_transforms` for the
     back-end (the tensor ones leave normalisation to the device)."""
-    if backend == "pil":
-        return prepare_transforms(dataset, crop_size, aug_cfg)
-    if backend == "tensor":
-        return tensor_classification_transforms(dataset, crop_size)
-    raise ValueError(f"backend={backend!r}: per-image transforms exist for pil and tensor")
+    builders = {
+        "pil": lambda: prepare_transforms(dataset, crop_size, aug_cfg),
+        "tensor": lambda: tensor_classification_transforms(dataset, crop_size),
+    }
+    return builders[backend]()  # DALI has no per-image transform
 
 
 def prepare_dataloader(
