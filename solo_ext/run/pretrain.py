@@ -26,9 +26,9 @@ from solo_ext.data import (
 )
 from solo_ext.data.dali import dali_classification_loader, dali_pretrain_loader
 from solo_ext.data.loaders import classification_transforms, image_backend, pretrain_transform
+from solo_ext.eval.callbacks import PicturesCallback
 from solo_ext.methods import METHODS
 from solo_ext.results import collect_results, format_summary, write_results
-from solo_ext.utils.callbacks import PicturesCallback
 from solo_ext.utils.checkpointer import Checkpointer, find_resumable, new_run_id
 from solo_ext.utils.quiet import quiet_libraries
 
