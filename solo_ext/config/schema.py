@@ -406,6 +406,9 @@ class _Run(Declared):
             per_node = len(devices)
         elif isinstance(devices, str) and devices.strip().lstrip("-").isdigit():
             per_node = int(devices)
+        elif isinstance(devices, str) and "," in devices:  # Lightning's "0,1": device ids
+            ids = [part.strip() for part in devices.split(",") if part.strip()]
+            per_node = len(ids) if all(part.isdigit() for part in ids) else 0
         elif isinstance(devices, int):
             per_node = devices
         else:

@@ -100,3 +100,15 @@ def test_protocols_are_named(tmp_path):
         "weighted kNN on cls features, k 20, T 0.07, cosine; bank: clean training set through the val "
         "transform"
     )
+
+
+@pytest.mark.parametrize(("devices", "world"), [(2, 2), ("3", 3), ([0, 1], 2), ("0,1", 2), ("0, 2,", 2)])
+def test_devices_count_as_lightning_counts_them(tmp_path, devices, world):
+    cfg = parse(tmp_path, devices=devices, accelerator="cpu", strategy="ddp")
+    assert cfg.derived.world_size == world
+
+
+@pytest.mark.parametrize("devices", [0, "0", "a,b", "gpu"])
+def test_devices_that_name_no_device_are_refused(tmp_path, devices):
+    with pytest.raises(ConfigError, match=r"^devices=.*: must be a positive int, -1, 'auto' or a list"):
+        parse(tmp_path, devices=devices, accelerator="cpu")
