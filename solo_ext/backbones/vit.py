@@ -254,13 +254,17 @@ BACKBONE_PRESETS: dict[str, dict[str, int]] = {
     "vit_huge": {"embed_dim": 1280, "depth": 32, "num_heads": 16, "patch_size": 14},
 }
 BACKBONE_KWARGS: tuple[str, ...] = tuple(inspect.signature(MaskedViT.__init__).parameters)[1:]
+# MaskedViT's own defaults (img_size 224, patch_size 16, ...), under every preset
+_VIT_DEFAULTS = {
+    k: p.default
+    for k, p in inspect.signature(MaskedViT.__init__).parameters.items()
+    if p.default is not inspect.Parameter.empty
+}
 
 
 def backbone_arguments(name: str, kwargs: Mapping[str, object] | None = None) -> dict[str, object]:
     """Every MaskedViT argument of backbone ``name`` with ``kwargs`` overriding its preset."""
-    signature = inspect.signature(MaskedViT.__init__).parameters
-    defaults = {k: p.default for k, p in signature.items() if p.default is not inspect.Parameter.empty}
-    return {**defaults, **BACKBONE_PRESETS[name], **(kwargs or {})}
+    return {**_VIT_DEFAULTS, **BACKBONE_PRESETS[name], **(kwargs or {})}
 
 
 def build_backbone(name: str, kwargs: Mapping[str, object] | None = None) -> MaskedViT:

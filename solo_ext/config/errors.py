@@ -132,11 +132,6 @@ def _allowed(error: dict) -> tuple[str, Any, str]:
         if "name" not in value:
             return f"missing; allowed: {error['msg']}", NO_VALUE, "name"
         return f"must be one of {error['msg']}{did_you_mean(value['name'], names)}", value["name"], "name"
-    if kind == "union_tag_invalid":
-        tags = _choices(ctx["expected_tags"])
-        return f"must be one of {', '.join(tags)}{did_you_mean(ctx['tag'], tags)}", ctx["tag"], "name"
-    if kind == "union_tag_not_found":
-        return "missing; it names the kind of block", NO_VALUE, "name"
     if kind == "missing":
         return "missing", NO_VALUE, ""
     if kind in _BOUNDS:

@@ -48,9 +48,9 @@ def saved_run_args(checkpoint: str | os.PathLike, key: str = "pretrained_feature
     try:
         args = json.loads(path.read_text())
     except (OSError, ValueError) as err:
-        args = err
+        raise fail(key, str(checkpoint), f"cannot read {path} ({err})") from err
     if not isinstance(args, dict):
-        raise fail(key, str(checkpoint), f"{path} is not a readable JSON mapping ({args})")
+        raise fail(key, str(checkpoint), f"{path} is not a JSON mapping")
     return args
 
 

@@ -34,7 +34,7 @@ def parse_cfg(cfg: DictConfig | Mapping) -> DictConfig:
 
     out = top.model_dump()
     out["backbone"] = top.backbone.dump()
-    out["method_kwargs"] = mk.dump() if hasattr(mk, "dump") else mk.model_dump()
+    out["method_kwargs"] = mk.dump()
     data = out["data"]
     for aug in out["augmentations"]:
         aug["crop_size"] = aug["crop_size"] or DATASETS[data["dataset"]].crop_size

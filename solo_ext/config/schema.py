@@ -308,6 +308,10 @@ class MAEKwargs(Declared):
         ),
     )
 
+    def dump(self) -> dict[str, Any]:
+        """The values written to args.json."""
+        return self.model_dump()
+
 
 # method_kwargs.regularizers: one optional block per registered regularizer
 Regularizers = create_model(

@@ -117,7 +117,7 @@ def test_checkpoint_path_problems(pretrained, tmp_path):
     with pytest.raises(ConfigError, match=r"^backbone.name: missing and no args.json with a backbone beside"):
         parse(bare, tmp_path)
     (bare.parent / "args.json").write_text("{not json")
-    with pytest.raises(ConfigError, match=r"args.json is not a readable JSON mapping"):
+    with pytest.raises(ConfigError, match=r"cannot read .*args.json"):
         parse(bare, tmp_path)
 
 
