@@ -44,10 +44,9 @@ class MAEDecoder(nn.Module):
         mlp_ratio: float = 4.0,
     ) -> None:
         super().__init__()
-        # sizes are checked where the config is declared (solo_ext.config)
-        grid_size = math.isqrt(max(num_patches, 0))
-        if num_patches <= 0 or grid_size * grid_size != num_patches:
-            raise ValueError(f"num_patches={num_patches!r}: must be a square number of patches")
+        # sizes are checked where the config is declared (solo_ext.config); num_patches is the
+        # encoder's, a square grid by construction
+        grid_size = math.isqrt(num_patches)
 
         self.num_patches = num_patches
         self.patch_size = patch_size

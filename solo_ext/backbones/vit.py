@@ -20,7 +20,12 @@ from solo_ext.backbones.pos_embed import get_2d_sincos_pos_embed
 # MAE's encoder norm; timm's VisionTransformer uses the same eps
 _LayerNorm = partial(nn.LayerNorm, eps=1e-6)
 
-POOL_MODES = ("cls", "mean")
+# (N, 1 + L, D) tokens -> (N, D); an unknown mode is a KeyError naming it
+_POOLS: dict[str, Callable[[Tensor], Tensor]] = {
+    "cls": lambda tokens: tokens[:, 0],
+    "mean": lambda tokens: tokens[:, 1:].mean(dim=1),
+}
+POOL_MODES = tuple(_POOLS)
 
 
 class MaskedViTOutput(NamedTuple):
@@ -164,12 +169,10 @@ class MaskedViT(nn.Module):
             mask (N, L) float32, 1 = removed, 0 = kept, in the original order;
             ids_restore (N, L) long, with x_shuffled.gather(1, ids_restore) = original order.
         """
-        if not 0 <= mask_ratio < 1:
-            raise ValueError(f"mask_ratio={mask_ratio!r}: must be in [0, 1)")
         n, length, dim = x.shape
         len_keep = int(length * (1 - mask_ratio))
-        if len_keep < 1:
-            raise ValueError(f"mask_ratio={mask_ratio!r} keeps no patch out of {length}")
+        if not (0 <= mask_ratio < 1 and len_keep >= 1):
+            raise ValueError(f"mask_ratio={mask_ratio!r}: must be in [0, 1) and keep one of {length} patches")
         if noise is None:
             noise = torch.rand(n, length, device=x.device)
         ids_shuffle = noise.argsort(dim=1)
@@ -181,15 +184,8 @@ class MaskedViT(nn.Module):
         return x_kept, mask, ids_restore
 
     def _block_positions(self, block_indices: Iterable[int]) -> list[int]:
-        positions = []
-        for index in block_indices:
-            if not -self.depth <= index < self.depth:
-                raise IndexError(
-                    f"block index {index} out of range for a ViT with {self.depth} blocks "
-                    f"(valid: {-self.depth} .. {self.depth - 1})"
-                )
-            positions.append(index % self.depth)
-        return positions
+        # range indexing reads negative indices from the end and raises IndexError past either end
+        return [range(self.depth)[index] for index in block_indices]
 
     def forward_features(
         self,
@@ -210,12 +206,10 @@ class MaskedViT(nn.Module):
             :class:`MaskedViTOutput` with tokens (N, 1 + L_keep, D) after the final norm, mask and
             ids_restore (N, L) or None, and the requested block outputs (before the final norm).
         """
-        if not 0 <= mask_ratio < 1:
-            raise ValueError(f"mask_ratio={mask_ratio!r}: must be in [0, 1)")
         positions = self._block_positions(block_indices)
         tokens = self.patch_embed(x) + self.pos_embed[:, 1:]
         mask = ids_restore = None
-        if mask_ratio > 0:
+        if mask_ratio != 0:  # random_masking refuses ratios outside [0, 1)
             tokens, mask, ids_restore = self.random_masking(tokens, mask_ratio, noise)
         cls = (self.cls_token + self.pos_embed[:, :1]).expand(tokens.shape[0], -1, -1)
         tokens = torch.cat([cls, tokens], dim=1)
@@ -235,11 +229,7 @@ class MaskedViT(nn.Module):
     def pool(tokens: Tensor, mode: str) -> Tensor:
         """(N, 1 + L, D) tokens -> (N, D): ``"cls"`` takes the class token, ``"mean"`` averages
         the patch tokens (class token excluded)."""
-        if mode == "cls":
-            return tokens[:, 0]
-        if mode == "mean":
-            return tokens[:, 1:].mean(dim=1)
-        raise ValueError(f"pool mode {mode!r}: must be one of {POOL_MODES}")
+        return _POOLS[mode](tokens)
 
 
 # Each backbone: MaskedViT's defaults with these sizes; any MaskedViT keyword may be overridden.

@@ -63,22 +63,17 @@ def knn_predict(
     Returns:
         scores (N_test, C) float32, the summed vote weight of each class.
     """
-    if (
-        train_features.ndim != 2
-        or test_features.ndim != 2
-        or train_features.shape[1] != test_features.shape[1]
-    ):
-        raise ValueError(
-            f"features must be (N, D) with the same D, got train {tuple(train_features.shape)} "
-            f"and test {tuple(test_features.shape)}"
-        )
-    if train_targets.shape != (train_features.shape[0],):
-        raise ValueError(
-            f"train_targets must have shape ({train_features.shape[0]},), got {tuple(train_targets.shape)}"
-        )
-    if train_targets.numel() and (train_targets.min() < 0 or train_targets.max() >= num_classes):
-        raise ValueError(f"train_targets must lie in [0, {num_classes}), the given num_classes")
     num_train = train_features.shape[0]
+    shapes_fit = (
+        train_features.ndim == test_features.ndim == 2
+        and train_features.shape[1] == test_features.shape[1]
+        and train_targets.shape == (num_train,)
+    )
+    if not shapes_fit or (num_train and not 0 <= train_targets.min() <= train_targets.max() < num_classes):
+        raise ValueError(
+            f"need train (N, D), test (M, D) features and (N,) train_targets in [0, {num_classes}); got "
+            f"{tuple(train_features.shape)}, {tuple(test_features.shape)}, {tuple(train_targets.shape)}"
+        )
     if chunk_size is None:
         chunk_size = max(1, max_distance_matrix_size // max(num_train, 1))
     k = min(k, num_train)
@@ -156,17 +151,6 @@ class WeightedKNNClassifier(Metric):
         for name in ("train_features", "train_targets", "test_features", "test_targets"):
             self.add_state(name, default=[], dist_reduce_fx="cat", persistent=False)
 
-    @staticmethod
-    def _labelled(features: Tensor, targets: Tensor, which: str) -> tuple[Tensor, Tensor]:
-        if features.ndim != 2 or targets.shape != (features.shape[0],):
-            raise ValueError(
-                f"{which}_features must be (N, D) and {which}_targets (N,), got "
-                f"{tuple(features.shape)} and {tuple(targets.shape)}"
-            )
-        # copies, so the banks never alias the caller's tensors; rows labelled -1 are dropped in
-        # compute, not here: boolean indexing would synchronise with the host on every update
-        return features.detach().clone(), targets.detach().clone()
-
     def update(
         self,
         train_features: Tensor | None = None,
@@ -180,11 +164,21 @@ class WeightedKNNClassifier(Metric):
             ("train", train_features, train_targets),
             ("test", test_features, test_targets),
         ):
-            if (features is None) != (targets is None):
-                raise ValueError(f"{which}_features and {which}_targets must be given together")
-            if features is None:
+            if features is None and targets is None:
                 continue
-            features, targets = self._labelled(features, targets, which)
+            if (
+                features is None
+                or features.ndim != 2
+                or targets is None
+                or targets.shape != features.shape[:1]
+            ):
+                shapes = [None if t is None else tuple(t.shape) for t in (features, targets)]
+                raise ValueError(
+                    f"{which}_features and {which}_targets must be (N, D) and (N,), got {shapes}"
+                )
+            # copies, so the banks never alias the caller's tensors; rows labelled -1 are dropped in
+            # compute, not here: boolean indexing would synchronise with the host on every update
+            features, targets = features.detach().clone(), targets.detach().clone()
             if features.shape[0]:
                 getattr(self, f"{which}_features").append(features)
                 getattr(self, f"{which}_targets").append(targets)

@@ -5,18 +5,12 @@ order, the layout of the decoder's prediction head. The loss is the per-patch me
 averaged over the masked (removed) patches only.
 """
 
+import math
+
 import torch
 from torch import Tensor
 
 from solo_ext.losses import full_precision
-
-
-def _grid_size(height: int, width: int, patch_size: int) -> int:
-    if height != width or height % patch_size != 0:
-        raise ValueError(
-            f"images must be square with a side divisible by patch_size={patch_size}, got {height}x{width}"
-        )
-    return height // patch_size
 
 
 def patchify(imgs: Tensor, patch_size: int) -> Tensor:
@@ -29,8 +23,9 @@ def patchify(imgs: Tensor, patch_size: int) -> Tensor:
     Returns:
         (N, L, p*p*C) with L = (H/p)², patches in row-major order, each flattened as (row, col, channel).
     """
-    n, c, h, w = imgs.shape
-    g = _grid_size(h, w, patch_size)
+    # the config declares that patch_size divides the (square) crop; torch's reshape refuses the rest
+    n, c, h, _ = imgs.shape
+    g = h // patch_size
     x = imgs.reshape(n, c, g, patch_size, g, patch_size)
     x = torch.einsum("nchpwq->nhwpqc", x)
     return x.reshape(n, g * g, patch_size * patch_size * c)
@@ -47,13 +42,8 @@ def unpatchify(x: Tensor, patch_size: int, channels: int = 3) -> Tensor:
     Returns:
         (N, C, H, W) with H = W = p·sqrt(L).
     """
-    n, num_patches, patch_dim = x.shape
-    g = round(num_patches**0.5)
-    if g * g != num_patches or patch_dim != patch_size * patch_size * channels:
-        raise ValueError(
-            f"cannot unpatchify {tuple(x.shape)} with patch_size={patch_size}, channels={channels}: "
-            "need a square number of patches of size patch_size*patch_size*channels"
-        )
+    n, num_patches, _ = x.shape
+    g = math.isqrt(num_patches)
     x = x.reshape(n, g, g, patch_size, patch_size, channels)
     x = torch.einsum("nhwpqc->nchpwq", x)
     return x.reshape(n, channels, g * patch_size, g * patch_size)
@@ -80,10 +70,12 @@ def mae_loss_func(
         patches (0 when no patch is masked, rather than 0/0).
     """
     target = patchify(imgs, patch_size)
-    if pred.shape != target.shape:
-        raise ValueError(f"pred has shape {tuple(pred.shape)}, the patchified images {tuple(target.shape)}")
-    if mask.shape != target.shape[:2]:
-        raise ValueError(f"mask has shape {tuple(mask.shape)}, expected (N, L) = {tuple(target.shape[:2])}")
+    # broadcasting would hide a wrong pred or mask shape, so they are compared, not left to torch
+    if pred.shape != target.shape or mask.shape != target.shape[:2]:
+        raise ValueError(
+            f"pred {tuple(pred.shape)} and mask {tuple(mask.shape)} must be {tuple(target.shape)} and "
+            f"{tuple(target.shape[:2])}, the patchified images' (N, L, p*p*C) and (N, L)"
+        )
     if norm_pix_loss:
         mean = target.mean(dim=-1, keepdim=True)
         var = target.var(dim=-1, keepdim=True)

@@ -46,6 +46,8 @@ def rbf_affinity(
         fixed_gamma: bandwidth (> 0) to use instead of the batch std.
         scale_euclidean_distance: divide the squared distances by sqrt(D).
 
+    The ranges of ``rbf_scale`` and ``fixed_gamma`` are declared once, on ``MagmaSpec``.
+
     Returns:
         W: (b, b) symmetric, zero diagonal, entries in [0, 1].
         gamma: 0-dim tensor, the bandwidth used (a constant tensor when fixed_gamma is given).
@@ -53,10 +55,6 @@ def rbf_affinity(
     b, dim = x.shape
     if b < 2:
         raise ValueError(f"the MAGMA graph needs at least 2 samples, got a batch of {b}")
-    if rbf_scale <= 0:
-        raise ValueError(f"rbf_scale must be > 0, got {rbf_scale}")
-    if fixed_gamma is not None and fixed_gamma <= 0:
-        raise ValueError(f"fixed_gamma must be > 0 or None, got {fixed_gamma}")
     # Distances do not change under a common shift; centring on the batch mean first keeps the
     # Gram form free of cancellation when the features share a large offset (in float32,
     # ‖x_i‖² + ‖x_j‖² - 2 x_i·x_j loses every digit of a small distance between large vectors).
@@ -113,8 +111,6 @@ def magma_loss(
     Returns:
         0-dim tensor, >= 0.
     """
-    if x.shape[0] != y.shape[0]:
-        raise ValueError(f"x and y must have the same batch size, got {x.shape[0]} and {y.shape[0]}")
     w, _ = rbf_affinity(x, rbf_scale, fixed_gamma, scale_euclidean_distance)
     laplacian = normalized_laplacian(w)
     b = x.shape[0]

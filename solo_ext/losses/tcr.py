@@ -58,8 +58,6 @@ def tcr_loss(z: Tensor, mu: float = 1.0, centering: bool = False) -> Tensor:
     Returns:
         0-dim tensor -logdet(I_d + (mu/d)·C), at most 0 (reached when C = 0).
     """
-    if mu <= 0:
-        raise ValueError(f"mu must be > 0, got {mu}")
     b, d = z.shape
     z = F.normalize(z, dim=1)
     if centering:

@@ -87,8 +87,3 @@ def test_invalid_sizes_raise_config_error(overrides, message):
     given = {f"decoder_{key}": value for key, value in overrides.items()}
     with pytest.raises(ConfigError, match=f"^{message}"):
         validate(MAEKwargs, given, "method_kwargs")
-
-
-def test_non_square_patch_count_raises():
-    with pytest.raises(ValueError, match="num_patches=12"):
-        make_decoder(num_patches=12)

@@ -122,12 +122,10 @@ def test_degenerate_batches_stay_finite():
 def test_invalid_inputs_raise():
     with pytest.raises(ValueError, match="at least 2"):
         magma_loss(torch.randn(1, 4), torch.randn(1, 4))
-    with pytest.raises(ValueError, match="same batch size"):
+    # torch's matmul refuses unequal batches; rbf_scale and fixed_gamma are declared on MagmaSpec
+    # (tests/methods/test_reliability.py feeds it the bad values)
+    with pytest.raises(RuntimeError, match="cannot be multiplied"):
         magma_loss(torch.randn(4, 4), torch.randn(3, 4))
-    with pytest.raises(ValueError, match="rbf_scale"):
-        magma_loss(torch.randn(4, 4), torch.randn(4, 4), rbf_scale=0.0)
-    with pytest.raises(ValueError, match="fixed_gamma"):
-        magma_loss(torch.randn(4, 4), torch.randn(4, 4), fixed_gamma=0.0)
 
 
 def test_bf16_autocast_computes_in_float32():

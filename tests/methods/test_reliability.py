@@ -60,6 +60,12 @@ BAD = [
     ("method_kwargs.regularizers", {"magma": {"layers": [0], "weight": 1, "rbf_scale": 0}}, "rbf_scale=0"),
     (
         "method_kwargs.regularizers",
+        {"magma": {"layers": [0], "weight": 1, "fixed_gamma": 0}},
+        "fixed_gamma=0",
+    ),
+    ("method_kwargs.regularizers", {"tcr": {"weight": 1, "mu": 0}}, "tcr.mu=0"),
+    (
+        "method_kwargs.regularizers",
         {"tcr": {"scheduler": {"name": "warmup", "warmup_epochs": -1, "weight": 1}}},
         "warmup_epochs=-1",
     ),

@@ -184,3 +184,14 @@ def test_update_does_not_synchronise_with_the_host(monkeypatch):
     monkeypatch.setattr(torch.Tensor, "nonzero", refuse)
     monkeypatch.setattr(torch.Tensor, "item", refuse)
     knn.update(train_features=train_x, train_targets=train_y)
+
+
+def test_mismatched_shapes_are_rejected():
+    train_x, train_y, test_x, _ = random_problem()
+    with pytest.raises(ValueError, match=r"need train \(N, D\)"):
+        knn_predict(train_x, train_y, test_x[:, :-1], k=5, T=0.07, distance_fx="cosine", num_classes=4)
+    knn = WeightedKNNClassifier(k=5, T=0.07, num_classes=4)
+    with pytest.raises(ValueError, match=r"train_features and train_targets must be \(N, D\) and \(N,\)"):
+        knn.update(train_features=train_x, train_targets=train_y[:-1])
+    with pytest.raises(ValueError, match="test_features and test_targets"):
+        knn.update(test_features=test_x)
