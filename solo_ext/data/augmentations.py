@@ -193,8 +193,7 @@ class NCropAugmentation:
     """Apply ``transform`` ``num_crops`` times to one image -> list of ``num_crops`` tensors."""
 
     def __init__(self, transform: Callable, num_crops: int) -> None:
-        if num_crops < 1:
-            raise ValueError(f"num_crops must be >= 1, got {num_crops}")
+        # num_crops >= 1 is declared on AugmentationSpec
         self.transform = transform
         self.num_crops = num_crops
 

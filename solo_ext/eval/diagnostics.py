@@ -36,11 +36,9 @@ def singular_values(features: Tensor) -> Tensor:
         (min(N, D),) float64 on the CPU, descending. Centring removes the mean direction, so at
         most N - 1 of them are non-zero.
     """
-    if features.ndim != 2 or features.shape[0] < 2:
-        raise ValueError(f"features must be (N, D) with N >= 2, got shape {tuple(features.shape)}")
     x = features.detach().to(device="cpu", dtype=torch.float64)
-    if not torch.isfinite(x).all():
-        raise ValueError("features contain NaN or inf")
+    if x.ndim != 2 or x.shape[0] < 2 or not torch.isfinite(x).all():
+        raise ValueError(f"features must be finite (no NaN or inf), (N, D) with N >= 2; got {tuple(x.shape)}")
     return torch.linalg.svdvals(x - x.mean(dim=0, keepdim=True))
 
 
@@ -85,9 +83,8 @@ def atomic_output(path: str | Path) -> Iterator[Path]:
     try:
         yield Path(tmp)
         os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    finally:
+        Path(tmp).unlink(missing_ok=True)  # left only when the write or the move failed
 
 
 def plot_spectra(spectra: Mapping[str, Tensor] | Tensor, path: str | Path, title: str = "") -> Path:

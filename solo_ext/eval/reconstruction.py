@@ -16,7 +16,7 @@ from PIL import Image, ImageDraw, ImageFont
 from torch import Tensor
 
 from solo_ext.eval.diagnostics import atomic_output
-from solo_ext.losses.mae import patchify, unpatchify
+from solo_ext.losses.mae import patch_targets, unpatchify
 
 # Same epsilon as the norm_pix_loss target, (x - mean) / sqrt(var + eps), so that the inverse
 # reproduces the original patch exactly.
@@ -70,12 +70,7 @@ def reconstruction_grid(
     imgs = imgs.detach().float().cpu()
     pred = pred.detach().float().cpu()
     mask = mask.detach().float().cpu()
-    target = patchify(imgs, patch_size)
-    if pred.shape != target.shape or mask.shape != target.shape[:2]:
-        raise ValueError(
-            f"pred {tuple(pred.shape)} and mask {tuple(mask.shape)} do not fit the patchified images "
-            f"{tuple(target.shape)} (mask must be (N, L))"
-        )
+    target = patch_targets(imgs, pred, mask, patch_size)
     if norm_pix_loss:
         pred = pred * (target.var(dim=-1, keepdim=True) + NORM_PIX_EPS).sqrt() + target.mean(
             dim=-1, keepdim=True
@@ -122,8 +117,6 @@ def save_grid_png(
     Returns:
         ``path`` as a Path.
     """
-    if grid.dtype != np.uint8 or grid.ndim != 3 or grid.shape[2] != 3:
-        raise ValueError(f"grid must be an (H, W, 3) uint8 array, got {grid.dtype} {grid.shape}")
     image = Image.fromarray(grid)
     if column_labels:
         font = ImageFont.load_default()

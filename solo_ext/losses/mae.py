@@ -49,6 +49,18 @@ def unpatchify(x: Tensor, patch_size: int, channels: int = 3) -> Tensor:
     return x.reshape(n, channels, g * patch_size, g * patch_size)
 
 
+def patch_targets(imgs: Tensor, pred: Tensor, mask: Tensor, patch_size: int) -> Tensor:
+    """The patchified images, (N, L, p*p*C), after checking that ``pred`` has their shape and
+    ``mask`` is (N, L): broadcasting would hide a wrong shape, so they are compared, not left to torch."""
+    target = patchify(imgs, patch_size)
+    if pred.shape != target.shape or mask.shape != target.shape[:2]:
+        raise ValueError(
+            f"pred {tuple(pred.shape)} and mask {tuple(mask.shape)} must be {tuple(target.shape)} and "
+            f"{tuple(target.shape[:2])}, the patchified images' (N, L, p*p*C) and (N, L)"
+        )
+    return target
+
+
 @full_precision
 def mae_loss_func(
     imgs: Tensor, pred: Tensor, mask: Tensor, patch_size: int, norm_pix_loss: bool = False
@@ -69,13 +81,7 @@ def mae_loss_func(
         0-dim tensor: sum over masked patches of the per-patch MSE divided by the number of masked
         patches (0 when no patch is masked, rather than 0/0).
     """
-    target = patchify(imgs, patch_size)
-    # broadcasting would hide a wrong pred or mask shape, so they are compared, not left to torch
-    if pred.shape != target.shape or mask.shape != target.shape[:2]:
-        raise ValueError(
-            f"pred {tuple(pred.shape)} and mask {tuple(mask.shape)} must be {tuple(target.shape)} and "
-            f"{tuple(target.shape[:2])}, the patchified images' (N, L, p*p*C) and (N, L)"
-        )
+    target = patch_targets(imgs, pred, mask, patch_size)
     if norm_pix_loss:
         mean = target.mean(dim=-1, keepdim=True)
         var = target.var(dim=-1, keepdim=True)

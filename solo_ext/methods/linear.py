@@ -49,19 +49,19 @@ def trainable_modules(backbone: MaskedViT, mode: str, partial_blocks: float | No
         partial_blocks: for ``partial``, the number of last blocks to train with the final norm,
             or 0.5 for the MLP sub-block of the last block (its norm2 and mlp) and the final norm.
     """
-    if mode == "linear":
-        return []
-    if mode == "finetune":
-        return [backbone]
-    if mode != "partial":
-        raise ValueError(f"mode={mode!r}: must be linear, partial or finetune")
-    if partial_blocks == 0.5:
-        last = backbone.blocks[-1]
+    # the mode is a literal and partial_blocks 0.5 or in [1, depth], declared by the linear config
+    # (LinearConfig); an unknown mode is a KeyError naming it
+    last = backbone.blocks[-1]
+    return {
+        "linear": lambda: [],
+        "finetune": lambda: [backbone],
         # timm Block: x + drop_path1(ls1(attn(norm1(x)))), then x + drop_path2(ls2(mlp(norm2(x))))
-        return [last.norm2, last.mlp, last.ls2, last.drop_path2, backbone.norm]
-    if not isinstance(partial_blocks, int) or not 1 <= partial_blocks <= backbone.depth:
-        raise ValueError(f"partial_blocks={partial_blocks!r}: must be 0.5 or in [1, {backbone.depth}]")
-    return [*backbone.blocks[-partial_blocks:], backbone.norm]
+        "partial": lambda: (
+            [last.norm2, last.mlp, last.ls2, last.drop_path2, backbone.norm]
+            if partial_blocks == 0.5
+            else [*backbone.blocks[-partial_blocks:], backbone.norm]
+        ),
+    }[mode]()
 
 
 def vit_layer_id(name: str, depth: int) -> int:

@@ -13,11 +13,15 @@ inside that branch: an excluded 1-D parameter, or one with a zero norm, takes a 
 without weight decay.
 """
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
+from typing import Annotated, Any
 
 import torch
+from pydantic import ConfigDict, Field, validate_call
 from torch import Tensor
 from torch.optim import Optimizer
+
+NonNegative = Annotated[float, Field(ge=0, allow_inf_nan=False)]
 
 
 class LARS(Optimizer):
@@ -37,30 +41,21 @@ class LARS(Optimizer):
             of weight decay.
     """
 
+    # ranges declared on the signature (a pydantic ValidationError, a ValueError, names the argument)
+    @validate_call(config=ConfigDict(arbitrary_types_allowed=True))
     def __init__(
         self,
-        params: Iterable[Tensor] | Iterable[dict],
-        lr: float,
-        momentum: float = 0.0,
-        dampening: float = 0.0,
-        weight_decay: float = 0.0,
+        params: Any,  # an iterable of tensors or of param-group dicts, passed on as is
+        lr: NonNegative,
+        momentum: NonNegative = 0.0,
+        dampening: NonNegative = 0.0,
+        weight_decay: NonNegative = 0.0,
         nesterov: bool = False,
-        eta: float = 1e-3,
-        eps: float = 1e-8,
+        eta: Annotated[float, Field(gt=0, allow_inf_nan=False)] = 1e-3,
+        eps: NonNegative = 1e-8,
         clip_lr: bool = False,
         exclude_bias_n_norm: bool = False,
     ) -> None:
-        for name, value in (
-            ("lr", lr),
-            ("momentum", momentum),
-            ("dampening", dampening),
-            ("weight_decay", weight_decay),
-            ("eps", eps),
-        ):
-            if not value >= 0:
-                raise ValueError(f"{name}={value!r}: must be >= 0")
-        if not eta > 0:
-            raise ValueError(f"eta={eta!r}: must be > 0")
         if nesterov and (momentum <= 0 or dampening != 0):
             raise ValueError("nesterov=True: needs momentum > 0 and dampening = 0")
         defaults = {

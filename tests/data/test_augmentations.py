@@ -204,8 +204,6 @@ def test_ncrop_and_full_pipeline_counts_and_order():
     assert full.num_crops == 5
     assert [c.item() for c in full(noise_image())] == [1, 1, 2, 2, 2]
     assert str(full).splitlines()[0].startswith("2 x [")
-    with pytest.raises(ValueError):
-        NCropAugmentation(Tag(1), 0)
 
 
 def test_multicrop_shapes_from_real_pipelines():
