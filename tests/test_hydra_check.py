@@ -1,6 +1,7 @@
 """Hydra composition errors from main_pretrain.py and main_linear.py: one line in the user's own
 words (with the ++ hint where it applies), exit code 2, nothing written."""
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -9,6 +10,7 @@ import pytest
 
 from solo_ext.config.errors import ConfigError
 from solo_ext.config.pretrain import parse_cfg
+from solo_ext.run.hydra_check import split_argv
 from tests.methods.tiny import tiny_cfg
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -65,3 +67,20 @@ def test_unknown_top_level_key_is_a_short_line(tmp_path):
     assert (
         str(err.value).startswith("zzz_unknown=1: unknown key; not one of the") and len(str(err.value)) < 120
     )
+
+
+@pytest.mark.parametrize(
+    ("words", "message"),
+    [
+        (["--config-name"], "command: '--config-name' is not followed by a value"),
+        (["--config-path=", "a=1"], "command: '--config-path=' is not followed by a value"),
+        (["-m", "a=1"], "command: '-m' is not a Hydra option main_pretrain.py takes"),
+    ],
+)
+def test_split_argv_refuses_in_one_line(words, message):
+    with pytest.raises(ConfigError, match=f"^{re.escape(message)}$"):
+        split_argv(words)
+
+
+def test_split_argv_reads_both_flag_forms():
+    assert split_argv(["-cp", "here", "--config-name=mae.yaml", "seed=1"]) == ("here", "mae.yaml", ["seed=1"])

@@ -12,10 +12,14 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from solo_ext.config.errors import ConfigError
 from solo_ext.run.exits import exit_on_user_error
 from solo_ext.utils.declared import did_you_mean as suggestion
+
+if TYPE_CHECKING:
+    from omegaconf import DictConfig
 
 _NAME_FLAGS = ("--config-name", "-cn")
 _PATH_FLAGS = ("--config-path", "-cp")
@@ -31,22 +35,20 @@ def split_argv(words: list[str], where: str = "command") -> tuple[str | None, st
     overrides: list[str] = []
     words = iter(words)
     for word in words:
-        if word in _NAME_FLAGS + _PATH_FLAGS:
-            value = next(words, None)
-            if value is None:
-                raise ConfigError(f"{where}: {word} is not followed by a value")
-            if word in _NAME_FLAGS:
-                config_name = value
-            else:
-                config_path = value
-        elif word.startswith("--config-name="):
-            config_name = word.split("=", 1)[1]
-        elif word.startswith("--config-path="):
-            config_path = word.split("=", 1)[1]
-        elif word.startswith("-"):
-            raise ConfigError(f"{where}: {word!r} is not a Hydra option main_pretrain.py takes here")
-        else:
+        if not word.startswith("-"):
             overrides.append(word)
+            continue
+        flag, equals, value = word.partition("=")
+        own = flag in _NAME_FLAGS + _PATH_FLAGS
+        if own and not equals:
+            value = next(words, "")
+        if not (own and value):
+            wrong = "is not followed by a value" if own else "is not a Hydra option main_pretrain.py takes"
+            raise ConfigError(f"{where}: {word!r} {wrong}")
+        if flag in _NAME_FLAGS:
+            config_name = value
+        else:
+            config_path = value
     return config_path, config_name, overrides
 
 
@@ -102,10 +104,6 @@ def resolve_dir(config_path: str | None, default: Path, script_dir: Path) -> Pat
 def check_composition(argv: list[str], default_dir: Path, script_dir: Path) -> None:
     """Compose the config the command line asks for; on a composition error print one line and
     exit with 2. Leaves multiruns, Hydra's own flags and a missing --config-name to Hydra."""
-    from hydra import compose, initialize_config_dir
-    from hydra.errors import HydraException
-    from omegaconf.errors import OmegaConfBaseException
-
     own = _NAME_FLAGS + _PATH_FLAGS
     if any(
         w.startswith("-") and w not in own and not w.startswith(("--config-name=", "--config-path="))
@@ -118,11 +116,19 @@ def check_composition(argv: list[str], default_dir: Path, script_dir: Path) -> N
         return
     if config_name is None:
         return
-    config_dir = resolve_dir(config_path, default_dir, script_dir)
+    with exit_on_user_error():
+        compose_config(resolve_dir(config_path, default_dir, script_dir), config_name, overrides)
+
+
+def compose_config(config_dir: Path, config_name: str, overrides: list[str]) -> DictConfig:
+    """Compose the config as main_pretrain.py would (nothing written); a composition error is a
+    ConfigError of one line (see :func:`one_line`)."""
+    from hydra import compose, initialize_config_dir
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
     try:
         with initialize_config_dir(config_dir=str(config_dir), version_base="1.2"):
-            compose(config_name=config_name, overrides=overrides)
+            return compose(config_name=config_name, overrides=overrides)
     except (HydraException, OmegaConfBaseException, ValueError) as err:
-        line = one_line(err, config_name, config_dir, overrides)
-        with exit_on_user_error():
-            raise ConfigError(line) from None
+        raise ConfigError(one_line(err, config_name, config_dir, overrides)) from None

@@ -22,15 +22,12 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from hydra import compose, initialize_config_dir
-from hydra.errors import HydraException
-from omegaconf.errors import OmegaConfBaseException
 
-from solo_ext.config.errors import ConfigError, validate
+from solo_ext.config.errors import ConfigError, fail, validate
 from solo_ext.config.pretrain import parse_cfg
 from solo_ext.config.schema import LOG_EXPONENT_RANGES, LOG_VALUE_RANGES, SweepFile, SweepParameter
-from solo_ext.run.hydra_check import one_line, split_argv
-from solo_ext.utils.errors import DataError
+from solo_ext.run.hydra_check import compose_config, split_argv
+from solo_ext.utils.errors import NO_VALUE, DataError
 
 REPO = Path(__file__).resolve().parents[2]
 # The config_path that main_pretrain.py's @hydra.main uses when no --config-path is given.
@@ -106,12 +103,7 @@ def resolve_config_dir(config_path: str | None) -> Path:
 def check_point(config_dir: Path, config_name: str, overrides: list[str]) -> None:
     """Compose the config as main_pretrain.py would and validate it; ``ConfigError`` (one line) if
     Hydra refuses an override or parse_cfg a value."""
-    try:
-        with initialize_config_dir(config_dir=str(config_dir), version_base="1.2"):
-            cfg = compose(config_name=config_name, overrides=overrides)
-    except (HydraException, OmegaConfBaseException) as err:
-        raise ConfigError(one_line(err, config_name, config_dir, overrides)) from err
-    parse_cfg(cfg)
+    parse_cfg(compose_config(config_dir, config_name, overrides))
 
 
 def dry_run(
@@ -129,11 +121,14 @@ def dry_run(
     """
     sweep = load_sweep(sweep_file)
     command_path, config_name, fixed = fixed_arguments(sweep)
-    if config_name is None:
-        raise ConfigError("command: no --config-name; main_pretrain.py needs one")
     config_dir = resolve_config_dir(config_path or command_path)
-    if not (config_dir / config_name).is_file():
-        raise ConfigError(f"--config-name={config_name!r}: no such file in {config_dir}")
+    if config_name is None or not (config_dir / config_name).is_file():
+        where = (
+            f"no such file in {config_dir}"
+            if config_name
+            else "missing from command; main_pretrain.py needs one"
+        )
+        raise fail("--config-name", config_name or NO_VALUE, where)
     program = sweep.get("program", "main_pretrain.py")
     head = ["python", program]
     if command_path is not None:
