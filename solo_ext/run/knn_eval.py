@@ -21,7 +21,7 @@ from solo_ext.backbones import MaskedViT, build_backbone
 from solo_ext.backbones.loading import load_backbone_weights
 from solo_ext.config.errors import ConfigError, validate
 from solo_ext.config.paths import resolve_weights_path, saved_run_args
-from solo_ext.config.schema import DEFAULT_WORKERS, OfflineKNN
+from solo_ext.config.schema import DEFAULT_WORKERS, Backbone, OfflineKNN
 from solo_ext.data import (
     num_classes_of,
     prepare_classification_datasets,
@@ -36,6 +36,8 @@ TABLE_COLUMNS = ("feature_type", "distance", "k", "T", "bank", "acc1", "acc5")
 OFFLINE_BANK = "clean"
 # what a run without these keys in its args.json gets (solo-learn's online kNN defaults)
 KNN_FALLBACK = {"k": 20, "T": 0.07, "distance_func": "euclidean"}
+# the backbone's keys as main_knn.py's flags, for error messages
+BACKBONE_FLAGS = {"name": "--backbone", "kwargs": "--backbone_kwargs"}
 
 
 def find_checkpoint(run_dir: str | os.PathLike | None, checkpoint: str | os.PathLike | None) -> Path:
@@ -64,7 +66,7 @@ def backbone_for(
         (backbone with the weights loaded, the run's args.json or None).
 
     Raises:
-        ConfigError: no backbone name given and none saved.
+        ConfigError: no backbone name given and none saved, or bad kwargs.
         CheckpointError: unreadable checkpoint, or one that does not fit (keys listed).
     """
     saved = saved_run_args(checkpoint, key="--checkpoint")
@@ -72,12 +74,9 @@ def backbone_for(
     if name is None:
         name = saved_backbone.get("name")
         kwargs = {**(saved_backbone.get("kwargs") or {}), **(kwargs or {})}
-        if name is None:
-            raise ConfigError(
-                f"--backbone: missing, and no args.json with a backbone beside '{checkpoint}'; "
-                "give --backbone and --backbone_kwargs"
-            )
-    backbone = build_backbone(name, kwargs or {})
+    # declared once, on the pretraining config's Backbone (a name absent here and in args.json too)
+    arch = validate(Backbone, {"name": name, "kwargs": kwargs or {}}, renames=BACKBONE_FLAGS)
+    backbone = build_backbone(arch.name, arch.kwargs.given())
     load_backbone_weights(backbone, checkpoint)
     return backbone, saved
 
@@ -191,12 +190,9 @@ def run_knn(
     ckpt = find_checkpoint(pretrained_checkpoint_dir, checkpoint)
     saved = saved_run_args(ckpt, key="--checkpoint") or {}
     saved_knn = {**KNN_FALLBACK, **(saved.get("knn_eval") or {})}
-    model, saved = backbone_for(ckpt, backbone, backbone_kwargs)
-    saved_data = (saved or {}).get("data") or {}
-    if dataset is None:
+    saved_data = saved.get("data") or {}
+    if dataset is None:  # OfflineKNN refuses a dataset neither given nor in args.json
         dataset = saved_data.get("dataset")
-        if dataset is None:
-            raise ConfigError("--dataset: missing, and the run's args.json names none")
         train_data_path = train_data_path or saved_data.get("train_path")
         val_data_path = val_data_path or saved_data.get("val_path")
     given = {
@@ -211,6 +207,7 @@ def run_knn(
         "data_fraction": data_fraction,
     }
     settings = validate(OfflineKNN, given, renames=OfflineKNN.flags())
+    model, _ = backbone_for(ckpt, backbone, backbone_kwargs)
 
     _, val_transform = prepare_transforms(dataset, model.img_size)
     train_ds, val_ds = prepare_classification_datasets(

@@ -81,9 +81,23 @@ def test_errors_exit_2_with_one_message(pretrained, tmp_path, capsys):
     broken = tmp_path / "broken.ckpt"
     torch.save(ckpt, broken)
     code, err = run_in_process(
-        capsys, "--checkpoint", str(broken), "--backbone", "vit_tiny", "--backbone_kwargs", '{"depth": 2}'
+        capsys,
+        *("--checkpoint", str(broken), "--dataset", "digits"),
+        *("--backbone", "vit_tiny", "--backbone_kwargs", '{"depth": 2}'),
     )
     assert code == 2 and "1 unexpected: extra" in err
+
+    # a checkpoint with no args.json beside it: the dataset and the backbone must be named
+    code, err = run_in_process(capsys, "--checkpoint", str(broken), "--backbone", "vit_tiny")
+    assert code == 2 and err.strip().startswith("error: --dataset=None: must be one of cifar10,")
+    code, err = run_in_process(capsys, "--checkpoint", str(broken), "--dataset", "digits")
+    assert code == 2 and err.strip().startswith("error: --backbone=None: must be one of vit_tiny,")
+    code, err = run_in_process(
+        capsys,
+        *("--checkpoint", str(broken), "--dataset", "digits"),
+        *("--backbone", "vit_tiny", "--backbone_kwargs", '{"depht": 2}'),
+    )
+    assert code == 2 and err.strip().endswith("did you mean 'depth'?") and "--backbone_kwargs.depht=2" in err
 
 
 def test_defaults_follow_the_run(tmp_path):
