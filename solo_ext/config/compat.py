@@ -68,11 +68,7 @@ def magma_flat_keys(method_kwargs: Any, method: Any) -> tuple[Any, dict[str, str
     if method == "u-mae" and schedule is not None:
         regs["uniformity"] = {"scheduler": schedule, "features": "cls", "gather": False}
         renames[f"{user}regularizers.uniformity.scheduler"] = f"{user}reg_scheduler"
-    elif method == "mae-reg" and layers:
-        if schedule is None:
-            raise fail(
-                f"{user}reg_scheduler", NO_VALUE, "missing; MAGMA (method_kwargs.layers) needs a schedule"
-            )
+    elif method == "mae-reg" and layers and schedule is not None:
         magma = f"{user}regularizers.magma"
         regs["magma"] = {"scheduler": schedule, "layers": layers, "gather": False}
         renames |= {f"{magma}.scheduler": f"{user}reg_scheduler", f"{magma}.layers": f"{user}layers"}
@@ -86,20 +82,36 @@ def magma_flat_keys(method_kwargs: Any, method: Any) -> tuple[Any, dict[str, str
         if flat.get("fixed_gamma"):  # MAGMA's 0 means "not fixed"
             regs["magma"]["fixed_gamma"] = flat["fixed_gamma"]
             renames[f"{magma}.fixed_gamma"] = f"{user}fixed_gamma"
-    elif method == "mae-reg" and schedule is not None:
-        raise fail(
-            f"{user}reg_scheduler", schedule, "set, but method_kwargs.layers is empty (MAGMA needs blocks)"
-        )
     if method == "mae-reg" and flat.get("uniformity_weight", 0):
         regs["uniformity"] = {"weight": flat["uniformity_weight"], "features": "cls", "gather": False}
         renames[f"{user}regularizers.uniformity.weight"] = f"{user}uniformity_weight"
+    # MAGMA's flat keys come as a pair (layers and reg_scheduler), and either form of a regularizer
+    # may be given, not both
+    twice = sorted(set(general) & set(regs)) if isinstance(general, dict) else []
+    conflicts = [
+        (
+            method == "mae-reg" and bool(layers) and schedule is None,
+            "reg_scheduler",
+            NO_VALUE,
+            "missing; MAGMA (method_kwargs.layers) needs a schedule",
+        ),
+        (
+            method == "mae-reg" and not layers and schedule is not None,
+            "reg_scheduler",
+            schedule,
+            "set, but method_kwargs.layers is empty (MAGMA needs blocks)",
+        ),
+        (
+            bool(twice),
+            f"regularizers.{twice[0] if twice else ''}",
+            NO_VALUE,
+            "also set by MAGMA's flat keys; use one of the two forms",
+        ),
+    ]
+    for broken, key, value, allowed in conflicts:
+        if broken:
+            raise fail(f"{user}{key}", value, allowed)
     if isinstance(general, dict):
-        for name in set(general) & set(regs):
-            raise fail(
-                f"{user}regularizers.{name}",
-                NO_VALUE,
-                "also set by MAGMA's flat keys; use one of the two forms",
-            )
         regs = {**regs, **general}
     mk["regularizers"] = regs if general is None or isinstance(general, dict) else general
     return mk, renames

@@ -46,12 +46,6 @@ def parse_cfg(cfg: DictConfig | Mapping) -> DictConfig:
     lr_scale, lr, min_lr, warmup_start_lr}``, and ``method: linear`` (the run folder).
     """
     raw = plain_config(cfg)
-    if raw.get("method", RUN_FOLDER) != RUN_FOLDER:
-        raise fail(
-            "method",
-            raw["method"],
-            "not a linear-evaluation key; the pretraining method goes in pretrain_method",
-        )
     path = raw.get("pretrained_feature_extractor")
     if path is None and raw.get("allow_random_backbone") is not True:
         raise fail(

@@ -8,10 +8,15 @@ import os
 from pathlib import Path
 from typing import Any
 
+from pydantic import TypeAdapter, ValidationError
+
 from solo_ext.backbones.interop import backbone_from_hf_config
 from solo_ext.backbones.loading import CHECKPOINT_SUFFIXES, FOLDER_WEIGHTS
 from solo_ext.config.errors import fail
 from solo_ext.utils.checkpointer import checkpoints_in
+
+# an args.json: JSON whose top level is a mapping
+_JSON_MAPPING = TypeAdapter(dict[str, Any])
 
 
 def resolve_weights_path(key: str, value: Any) -> str:
@@ -46,12 +51,10 @@ def saved_run_args(checkpoint: str | os.PathLike, key: str = "pretrained_feature
     if not path.is_file():
         return exported_run_args(folder)
     try:
-        args = json.loads(path.read_text())
-    except (OSError, ValueError) as err:
-        raise fail(key, str(checkpoint), f"cannot read {path} ({err})") from err
-    if not isinstance(args, dict):
-        raise fail(key, str(checkpoint), f"{path} is not a JSON mapping")
-    return args
+        return _JSON_MAPPING.validate_json(path.read_bytes())
+    except (OSError, ValidationError) as err:
+        reason = err.errors()[0]["msg"] if isinstance(err, ValidationError) else err.strerror
+        raise fail(key, str(checkpoint), f"cannot read {path} as a JSON mapping ({reason})") from err
 
 
 def exported_run_args(folder: Path) -> dict | None:

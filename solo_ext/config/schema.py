@@ -482,7 +482,7 @@ def _mixing(c: LinearConfig) -> bool:
 
 
 class LinearConfig(_Run):
-    method: Literal["linear"] = "linear"
+    method: str = "linear"  # the run folder's name; the rule below says where a pretraining method goes
     pretrained_feature_extractor: Name | None = None
     allow_random_backbone: bool = False
     pretrain_method: str | None = None
@@ -502,6 +502,11 @@ class LinearConfig(_Run):
     diagnostics: LinearDiagnostics = LinearDiagnostics()
 
     rules: ClassVar = _Run.rules + (
+        Rule(
+            "method",
+            lambda c, _: c.method == "linear",
+            "not a linear-evaluation key; the pretraining method goes in pretrain_method",
+        ),
         Rule(
             "finetune",
             lambda c, _: not c.finetune or _mode(c) == "finetune",
