@@ -63,6 +63,8 @@ def test_u_mae_schedule_weights_uniformity(tmp_path):
     "method_kwargs, message",
     [
         ({"layers": [0]}, "method_kwargs.reg_scheduler: missing"),
+        ({"layers": [], "reg_scheduler": WARMUP}, "method_kwargs.reg_scheduler={'name': 'warmup'"),
+        ({"reg_scheduler": WARMUP}, "set, but method_kwargs.layers is empty"),
         ({"layers": [5], "reg_scheduler": WARMUP}, "method_kwargs.layers[0]=5"),
         ({"regularizers": {"uniformty": {"weight": 1}}}, "did you mean 'uniformity'"),
         ({"regularizers": {"tcr": {"weight": 1, "scheduler": WARMUP}}}, "exactly one of weight"),
