@@ -67,6 +67,9 @@ def trainable_modules(backbone: MaskedViT, mode: str, partial_blocks: float | No
 def vit_layer_id(name: str, depth: int) -> int:
     """Layer of a ViT parameter for layer-wise lr decay: 0 for ``patch_embed.*``, ``cls_token``
     and ``pos_embed``, i + 1 for ``blocks.<i>.*``, depth + 1 for the final norm (and the head)."""
+    # Ours, not timm's param_groups_layer_decay: timm's ViT group_matcher puts the final norm and
+    # the head in the last block's layer (full lr for that block), MAE's lr_decay.py one layer
+    # above it (the block at layer_decay x lr); tests/methods/test_linear_model.py shows both.
     if name in ("cls_token", "pos_embed") or name.startswith("patch_embed."):
         return 0
     if name.startswith("blocks."):

@@ -150,6 +150,22 @@ def test_layer_ids_follow_beit_mae():
     assert layer_decay_scales(2, 0.5) == [0.125, 0.25, 0.5, 1.0]
 
 
+def test_timm_layer_decay_groups_the_final_norm_with_the_last_block():
+    # why solo-ext keeps MAE's layer ids instead of timm's helper: timm's ViT grouping agrees on
+    # the stem and the blocks but puts the final norm (and, unmatched, the head) in the last block's
+    # layer, so the last block would train at the head's full lr
+    from timm.models import VisionTransformer, group_parameters
+
+    from solo_ext.backbones import build_backbone
+
+    backbone = build_backbone("vit_tiny", {"depth": 3, "img_size": 16, "patch_size": 8})
+    timm_ids = group_parameters(backbone, VisionTransformer.group_matcher(backbone), reverse=True)
+    ours = {name: vit_layer_id(name, 3) for name, _ in backbone.named_parameters()}
+    differ = sorted(name for name in ours if ours[name] != timm_ids[name])
+    assert differ == ["norm.bias", "norm.weight"]
+    assert (timm_ids["norm.weight"], ours["norm.weight"]) == (3, 4)
+
+
 def test_layer_decay_ratios_hold_through_warmup_and_decay(tmp_path):
     decay = 0.5
     cfg = parse_cfg(
