@@ -14,6 +14,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageFont
 from torch import Tensor
+from torchvision.utils import make_grid
 
 from solo_ext.eval.diagnostics import atomic_output
 from solo_ext.losses.mae import patch_targets, unpatchify
@@ -86,14 +87,11 @@ def reconstruction_grid(
     masked_input[removed.permute(0, 2, 3, 1)] = MASKED_GREY
     reconstructed = _to_uint8(reconstruction * channel_std + channel_mean)
 
-    n, h, w, _ = original.shape
-    grid = np.full((n * h + (n - 1) * padding, 3 * w + 2 * padding, 3), 255, dtype=np.uint8)
-    for row in range(n):
-        top = row * (h + padding)
-        for col, cells in enumerate((original, masked_input, reconstructed)):
-            left = col * (w + padding)
-            grid[top : top + h, left : left + w] = cells[row].numpy()
-    return grid
+    # torchvision lays the cells out row by row with white padding around each; the outer border is cut
+    cells = torch.stack([original, masked_input, reconstructed], dim=1).flatten(0, 1).permute(0, 3, 1, 2)
+    grid = make_grid(cells, nrow=3, padding=padding, pad_value=255)
+    inner = slice(padding, -padding or None)
+    return grid[:, inner, inner].permute(1, 2, 0).numpy()
 
 
 def upscale_nearest(grid: np.ndarray, min_cell: int, cell: int) -> np.ndarray:
