@@ -190,3 +190,15 @@ def test_export_errors_are_one_line(run_dir, tmp_path):
         )
         assert result.returncode == 2 and message in result.stderr and result.stderr.count("\n") == 1
     assert not (tmp_path / "o").exists()
+
+
+def test_from_hf_names_what_it_cannot_convert():
+    t = torch.zeros(2)
+    hf = {"vit.embeddings.cls_token": t, "vit.layers.0.attention.q_proj.weight": t}
+    for state, message in (
+        ({"cls_token": t}, "not a Hugging Face ViTMAE state dict"),
+        ({**hf, "vit.layers.0.extra.weight": t}, "vit.layers.0.extra.weight: no counterpart"),
+        (hf, "blocks.0: query, key and value weight are not all present"),
+    ):
+        with pytest.raises(KeyError, match=message):
+            from_hf(state)
