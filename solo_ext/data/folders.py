@@ -136,7 +136,9 @@ def _class_folder_layout(dataset: str) -> str:
     return TINY_TRAIN_LAYOUT if dataset == "tiny-imagenet" else CLASS_FOLDER_LAYOUT
 
 
-def find_classes(root: str | os.PathLike, key: str, dataset: str, layout: str | None = None) -> list[str]:
+def find_classes(
+    root: str | os.PathLike | None, key: str, dataset: str, layout: str | None = None
+) -> list[str]:
     """Sorted names of the class folders of ``root``.
 
     Raises:
@@ -162,7 +164,7 @@ def find_classes(root: str | os.PathLike, key: str, dataset: str, layout: str | 
 
 
 def class_folder_dataset(
-    root: str | os.PathLike,
+    root: str | os.PathLike | None,
     key: str,
     dataset: str,
     transform: Callable | None = None,
