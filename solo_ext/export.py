@@ -24,7 +24,7 @@ import json
 import os
 import shutil
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, get_args
 
 import torch
 from safetensors.torch import save_file
@@ -40,7 +40,8 @@ from solo_ext.backbones.loading import (
 from solo_ext.config.paths import resolve_weights_path
 from solo_ext.utils.errors import UserError
 
-FORMATS = ("timm", "hf", "mae")
+Format = Literal["timm", "hf", "mae"]
+FORMATS = get_args(Format)
 # our backbone names -> timm's model of the same family (its architecture keys are overridden)
 TIMM_FAMILY = {
     "vit_tiny": "vit_tiny_patch16_224",
@@ -52,15 +53,6 @@ TIMM_FAMILY = {
 
 class ExportError(UserError, ValueError):
     """A bad argument or source; printed as one line."""
-
-
-def resolve_source(source: Path) -> tuple[Path, dict]:
-    """(checkpoint, the run's args.json) for a run folder or a checkpoint file."""
-    source = Path(resolve_weights_path("source", str(source)))
-    args_path = source.parent / "args.json"
-    if not args_path.is_file():
-        raise ExportError(f"{source}: no args.json beside it, so the architecture is unknown")
-    return source, json.loads(args_path.read_text())
 
 
 def architecture(args: dict) -> dict[str, Any]:
@@ -101,16 +93,31 @@ def timm_spec(arch: dict) -> tuple[str, dict]:
     return name, kwargs
 
 
-def hf_config(arch: dict):
-    """A ``transformers.ViTMAEConfig`` of the same model (LayerNorm eps 1e-6, as ours)."""
+def hf_config(arch: dict, decoder: dict, source: Path):
+    """A ``transformers.ViTMAEConfig`` of the same model (LayerNorm eps 1e-6, as ours).
+
+    Raises:
+        ExportError: the checkpoint ``source`` has no ``decoder`` weights, transformers is not
+            installed (chained to the ImportError), or the run has no decoder settings.
+    """
+    missing = None
     try:
         from transformers import ViTMAEConfig
     except ImportError as err:
-        raise ExportError(
-            "--to hf needs transformers: pip install -c constraints.txt -e '.[interop]'"
-        ) from err
-    if arch["decoder_embed_dim"] is None:
-        raise ExportError("--to hf: the run has no MAE decoder settings (method_kwargs.decoder_*)")
+        missing = err
+    # (what is wrong, message, the error it comes from), in the order a user should fix them
+    problems = (
+        (not decoder, f"{source}: no decoder weights (decoder.*) to export for --to hf", None),
+        (missing, "--to hf needs transformers: pip install -c constraints.txt -e '.[interop]'", missing),
+        (
+            arch["decoder_embed_dim"] is None,
+            "--to hf: the run has no MAE decoder settings (method_kwargs.decoder_*)",
+            None,
+        ),
+    )
+    problem = next(((message, cause) for wrong, message, cause in problems if wrong), None)
+    if problem is not None:
+        raise ExportError(problem[0]) from problem[1]
     return ViTMAEConfig(
         image_size=arch["img_size"],
         patch_size=arch["patch_size"],
@@ -135,14 +142,30 @@ def _contiguous(state: dict) -> dict:
     return {k: v.detach().to("cpu").contiguous() for k, v in state.items()}
 
 
-def export(source: str | Path, to: str, out: str | Path) -> Path:
-    """Write the export folder; returns it."""
-    if to not in FORMATS:
-        raise ExportError(f"--to={to!r}: must be one of {', '.join(FORMATS)}")
+def export(source: str | Path, to: Format, out: str | Path) -> Path:
+    """Write the export folder; returns it.
+
+    Raises:
+        ConfigError: ``source`` is no checkpoint file or run folder with one.
+        ExportError: ``to`` is no format, ``out`` holds files, no args.json beside the checkpoint;
+            for ``hf``, see :func:`hf_config`.
+        CheckpointError: the checkpoint cannot be read or does not fit the run's backbone.
+    """
     out = Path(out)
-    if out.exists() and any(out.iterdir()):
-        raise ExportError(f"--out={str(out)!r}: exists and is not empty; choose a new folder")
-    ckpt_path, args = resolve_source(Path(source))
+    ckpt_path = Path(resolve_weights_path("source", str(source)))
+    args_path = ckpt_path.parent / "args.json"
+    problems = (
+        (to not in FORMATS, f"--to={to!r}: must be one of {', '.join(FORMATS)}"),
+        (
+            out.exists() and any(out.iterdir()),
+            f"--out={str(out)!r}: exists and is not empty; choose a new folder",
+        ),
+        (not args_path.is_file(), f"{ckpt_path}: no args.json beside it, so the architecture is unknown"),
+    )
+    problem = next((message for wrong, message in problems if wrong), None)
+    if problem is not None:
+        raise ExportError(problem)
+    args = json.loads(args_path.read_text())
     ckpt = read_checkpoint(ckpt_path)
     encoder, fmt = extract_backbone_state_dict(ckpt)
     arch = architecture(args)
@@ -158,8 +181,9 @@ def export(source: str | Path, to: str, out: str | Path) -> Path:
         "source_format": fmt,
         "epoch": ckpt.get("epoch"),
         "global_step": ckpt.get("global_step"),
-        "args_sha256": hashlib.sha256((ckpt_path.parent / "args.json").read_bytes()).hexdigest(),
+        "args_sha256": hashlib.sha256(args_path.read_bytes()).hexdigest(),
     }
+    config = hf_config(arch, decoder, ckpt_path) if to == "hf" else None
     tmp = out.with_name(out.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
@@ -168,9 +192,6 @@ def export(source: str | Path, to: str, out: str | Path) -> Path:
         meta.update(timm_model=name, timm_kwargs=kwargs)
         save_file(encoder, str(tmp / "model.safetensors"), metadata={"format": "pt"})
     elif to == "hf":
-        if not decoder:
-            raise ExportError(f"{ckpt_path}: no decoder weights (decoder.*) to export for --to hf")
-        config = hf_config(arch)
         # transformers 4's key names: readable by transformers 4 and 5 (5 writes these names to disk
         # too, apart from its decoder layers, which it saves as decoder.decoder_encoder.layer)
         state = to_hf(encoder, decoder, "v4")

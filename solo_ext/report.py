@@ -27,6 +27,7 @@ import csv
 import io
 import json
 import math
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -63,17 +64,20 @@ CURVES = (
 )
 
 
+# --baseline: KEY=VALUE, split at the first "="
+KEY_VALUE = re.compile(r"([^=]*)=(.*)", re.DOTALL)
+
+
 class ReportError(UserError, ValueError):
     """Nothing to report, or a bad argument; printed as one line."""
 
 
 # ----------------------------------------------------------------------------- reading runs
 def find_runs(dirs: Iterable[Path]) -> list[Path]:
-    """Every folder at or below ``dirs`` holding both args.json and results.json."""
+    """Every folder at or below ``dirs`` holding both args.json and results.json (none below a
+    folder that does not exist)."""
     found = []
-    for root in dirs:
-        if not root.is_dir():
-            raise ReportError(f"{root}: no such folder")
+    for root in filter(Path.is_dir, dirs):
         candidates = [root] if (root / "args.json").is_file() else []
         candidates += [p.parent for p in sorted(root.rglob("args.json")) if p.parent != root]
         found += [p for p in candidates if (p / "results.json").is_file()]
@@ -97,7 +101,8 @@ def _load(run: Path) -> tuple[dict, dict]:
 def load_runs(dirs: Sequence[Path]) -> list[dict]:
     """Pretraining runs with their offline results joined: a dict per run with ``args``,
     ``config`` (flattened grouping keys), ``seed``, ``metrics``, ``history``, ``spectrum``,
-    ``linear`` (final metrics of a linear probe of it) and ``offline_knn`` (best row)."""
+    ``linear`` (final metrics of a linear probe of it) and ``offline_knn`` (best row); empty when
+    there is none."""
     runs, linear = {}, []
     for folder in find_runs(dirs):
         args, results = _load(folder)
@@ -122,8 +127,6 @@ def load_runs(dirs: Sequence[Path]) -> list[dict]:
         run = runs.get(Path(source).resolve().parent) if source else None
         if run is not None:
             run["linear"] = {k: v["final"] for k, v in (results.get("metrics") or {}).items()}
-    if not runs:
-        raise ReportError(f"{', '.join(map(str, dirs))}: no pretraining run with args.json and results.json")
     return list(runs.values())
 
 
@@ -192,12 +195,9 @@ def short_key(key: str) -> str:
 
 
 def parse_baseline(text: str | None) -> tuple[str, str] | None:
-    if text is None:
-        return None
-    if "=" not in text:
-        raise ReportError(f"--baseline={text!r}: must be KEY=VALUE, e.g. name=mae-digits")
-    key, value = text.split("=", 1)
-    return key, value
+    """``(KEY, VALUE)`` of ``--baseline KEY=VALUE``; None when ``text`` is None or not of that form."""
+    match = None if text is None else KEY_VALUE.fullmatch(text)
+    return None if match is None else match.groups()
 
 
 def matches(config: Mapping, key: str, value: str) -> bool:
@@ -206,8 +206,9 @@ def matches(config: Mapping, key: str, value: str) -> bool:
 
 
 # ----------------------------------------------------------------------------- tables
-def build_tables(groups: list[dict], varying: list[str], baseline: tuple[str, str] | None):
-    """(main rows, header) and (paired rows, header) as lists of cell lists."""
+def build_tables(groups: list[dict], varying: list[str], baseline: dict | None):
+    """(main rows, header) and (paired rows, header) as lists of cell lists; the paired table
+    (None without ``baseline``, one of ``groups``) compares every other group to ``baseline``."""
     header = [short_key(k) for k in varying] + ["n", "seeds"] + [title for title, _, _ in METRICS]
     rows, raw = [], []
     for group in groups:
@@ -223,18 +224,11 @@ def build_tables(groups: list[dict], varying: list[str], baseline: tuple[str, st
         raw.append(stats)
     paired = None
     if baseline is not None:
-        key, value = baseline
-        base = [g for g in groups if matches(g["config"], key, value)]
-        if len(base) != 1:
-            raise ReportError(
-                f"--baseline={key}={value}: matches {len(base)} groups; it must name exactly one "
-                f"(varying keys: {', '.join(varying) or 'none'})"
-            )
-        base_runs = {r["seed"]: r for r in base[0]["runs"]}
+        base_runs = {r["seed"]: r for r in baseline["runs"]}
         paired_header = [short_key(k) for k in varying] + ["pairs"] + [f"Δ {t}" for t, _, _ in METRICS]
         paired_rows = []
         for group in groups:
-            if group is base[0]:
+            if group is baseline:
                 continue
             pairs = [(r, base_runs[r["seed"]]) for r in group["runs"] if r["seed"] in base_runs]
             cells = [_cell(group["config"].get(k)) for k in varying] + [str(len(pairs))]
@@ -356,13 +350,36 @@ def _write_atomic(path: Path, data: bytes) -> None:
 # ----------------------------------------------------------------------------- entry
 def make_report(dirs: Sequence[Path], out: Path | None = None, baseline: str | None = None) -> str:
     """Build the report; write its four files to ``out`` (default ``dirs[0]``); return the
-    markdown."""
+    markdown.
+
+    Raises:
+        ReportError: ``baseline`` is not KEY=VALUE, a folder of ``dirs`` does not exist, there is
+            no pretraining run, or ``baseline`` does not name exactly one group.
+    """
     dirs = [Path(d) for d in dirs]
     out = Path(out) if out is not None else dirs[0]
     base = parse_baseline(baseline)
+    missing = [str(d) for d in dirs if not d.is_dir()]
     runs = load_runs(dirs)
     groups, varying = group_runs(runs)
-    (header, rows, raw), paired = build_tables(groups, varying, base)
+    base_groups = [g for g in groups if base is not None and matches(g["config"], *base)]
+    problems = (
+        (
+            baseline is not None and base is None,
+            f"--baseline={baseline!r}: must be KEY=VALUE, e.g. name=mae-digits",
+        ),
+        (missing, f"{', '.join(missing)}: no such folder"),
+        (not runs, f"{', '.join(map(str, dirs))}: no pretraining run with args.json and results.json"),
+        (
+            base is not None and len(base_groups) != 1,
+            f"--baseline={baseline}: matches {len(base_groups)} groups; it must name exactly one "
+            f"(varying keys: {', '.join(varying) or 'none'})",
+        ),
+    )
+    problem = next((message for wrong, message in problems if wrong), None)
+    if problem is not None:
+        raise ReportError(problem)
+    (header, rows, raw), paired = build_tables(groups, varying, base_groups[0] if base else None)
     text = [
         f"{len(runs)} runs in {len(groups)} groups; mean ± 95% CI half-width (Student t) over seeds of "
         "each run's final values",

@@ -107,11 +107,19 @@ def from_hf(state: dict[str, Tensor]) -> tuple[dict[str, Tensor], dict[str, Tens
     ``(encoder, decoder)`` state dicts; the decoder is empty when the checkpoint has none.
 
     Raises:
-        KeyError: a key that has no counterpart in ours (named).
+        KeyError: not a ViTMAE state dict, or the first key that has no counterpart in ours
+            (named), or a block whose query, key and value are not all present.
     """
     generation = hf_generation(state)
-    if generation is None:
-        raise KeyError("not a Hugging Face ViTMAE state dict (no vit.layers / vit.encoder.layer keys)")
+    not_hf = ["not a Hugging Face ViTMAE state dict (no vit.layers / vit.encoder.layer keys)"]
+    encoder, decoder, problems = _from_hf(state, generation) if generation else ({}, {}, not_hf)
+    if problems:
+        raise KeyError(problems[0])
+    return encoder, decoder
+
+
+def _from_hf(state: dict[str, Tensor], generation: str) -> tuple[dict, dict, list[str]]:
+    """:func:`from_hf`'s conversion: (encoder, decoder, what it could not convert, in key order)."""
     # ViTMAEModel saves its keys without the "vit." prefix of ViTMAEForPreTraining
     if "embeddings.cls_token" in state:
         state = {f"vit.{k}": v for k, v in state.items()}
@@ -123,30 +131,30 @@ def from_hf(state: dict[str, Tensor]) -> tuple[dict[str, Tensor], dict[str, Tens
         rf"^({re.escape(_HF_ENCODER_LAYERS[generation])}|decoder\.decoder_layers|decoder\.decoder_encoder\.layer)"
         r"\.(\d+)\.(.+)\.(weight|bias)$"
     )
-    encoder, decoder, qkv = {}, {}, {}
+    encoder, decoder, qkv, problems = {}, {}, {}, []
     for key, value in state.items():
         if key in reverse_top:
             ours = reverse_top[key]
             (decoder if key.startswith("decoder.") else encoder)[ours] = value
             continue
         match = layer_key.match(key)
-        if match is None:
-            raise KeyError(f"{key}: no counterpart in solo-ext's ViT/MAE decoder")
-        group, index, inner, kind = match.groups()
+        group, index, inner, kind = match.groups() if match else (None, None, None, None)
+        if inner not in reverse_block and inner not in _HF_QKV[generation]:
+            problems.append(f"{key}: no counterpart in solo-ext's ViT/MAE decoder")
+            continue
         target, prefix = (decoder, "decoder_blocks") if group.startswith("decoder") else (encoder, "blocks")
         if inner in _HF_QKV[generation]:
             qkv.setdefault((id(target), prefix, index, kind), [target, None, None, None])[
                 1 + _HF_QKV[generation].index(inner)
             ] = value
             continue
-        if inner not in reverse_block:
-            raise KeyError(f"{key}: no counterpart in solo-ext's ViT/MAE decoder")
         target[f"{prefix}.{index}.{reverse_block[inner]}.{kind}"] = value
     for (_, prefix, index, kind), (target, q, k, v) in qkv.items():
         if q is None or k is None or v is None:
-            raise KeyError(f"{prefix}.{index}: query, key and value {kind} are not all present")
-        target[f"{prefix}.{index}.attn.qkv.{kind}"] = torch.cat([q, k, v], dim=0)
-    return encoder, decoder
+            problems.append(f"{prefix}.{index}: query, key and value {kind} are not all present")
+        else:
+            target[f"{prefix}.{index}.attn.qkv.{kind}"] = torch.cat([q, k, v], dim=0)
+    return encoder, decoder, problems
 
 
 def backbone_from_hf_config(config: dict) -> dict:

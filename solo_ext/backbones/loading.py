@@ -29,6 +29,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file
 from torch import nn
 
 from solo_ext.backbones.interop import from_hf, is_hf_vitmae
@@ -62,52 +64,55 @@ def read_checkpoint(path: str | Path) -> dict:
     """Read a checkpoint file on the CPU, refusing anything but tensors and plain containers.
 
     Args:
-        path: a ``.ckpt``, ``.pth`` or ``.pt`` file written by ``torch.save``.
+        path: a ``.ckpt``, ``.pth`` or ``.pt`` file written by ``torch.save``, a ``.safetensors``
+            file, or a folder holding ``model.safetensors``.
 
     Returns:
         The loaded dictionary.
 
     Raises:
-        CheckpointError: the file is missing, has another suffix, is not a dictionary, or holds
-            pickled Python objects that ``weights_only=True`` refuses to unpickle.
+        CheckpointError: ``'<path>': <why>``: the file is missing, has another suffix, cannot be
+            read, is not a dictionary, or holds pickled Python objects that ``weights_only=True``
+            refuses to unpickle (chained to the reader's error, except for the refusal).
     """
     path = Path(path)
     if path.is_dir() and (path / FOLDER_WEIGHTS).is_file():
         path = path / FOLDER_WEIGHTS
-    if path.suffix == ".safetensors" and path.is_file():
-        # tensors only, by construction of the format: nothing to unpickle
-        from safetensors import SafetensorError
-        from safetensors.torch import load_file
-
-        try:
-            return load_file(str(path), device="cpu")
-        except SafetensorError as err:
-            raise CheckpointError(f"'{path}': not a readable safetensors file ({err})") from err
+    cause = None
     if path.suffix not in CHECKPOINT_SUFFIXES:
-        raise CheckpointError(
-            f"'{path}': unsupported checkpoint suffix {path.suffix!r}; expected one of "
-            f"{', '.join(CHECKPOINT_SUFFIXES)}"
+        reason = (
+            f"unsupported checkpoint suffix {path.suffix!r}; expected one of {', '.join(CHECKPOINT_SUFFIXES)}"
         )
-    if not path.is_file():
-        raise CheckpointError(f"'{path}': no such checkpoint file")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as err:
-        refused = re.search(r"Unsupported global: GLOBAL (\S+)", str(err))
-        if refused is None:
-            raise CheckpointError(
-                f"'{path}': not a readable torch checkpoint (corrupt or not torch.save)"
-            ) from err
-        raise CheckpointError(
-            f"'{path}': refused to load: it contains pickled Python objects beyond tensors "
-            f"(weights_only=True); re-save it with torch.save(state_dict) "
-            f"(first refused object: {refused.group(1)})"
-        ) from None
-    except (EOFError, RuntimeError) as err:
-        raise CheckpointError(f"'{path}': not a readable torch checkpoint ({type(err).__name__})") from err
-    if not isinstance(ckpt, dict):
-        raise CheckpointError(f"'{path}': expected a dictionary, the file holds a {type(ckpt).__name__}")
-    return ckpt
+    elif not path.is_file():
+        reason = "no such checkpoint file"
+    else:
+        try:
+            ckpt = (
+                # tensors only, by construction of the format: nothing to unpickle
+                load_file(str(path), device="cpu")
+                if path.suffix == ".safetensors"
+                else torch.load(path, map_location="cpu", weights_only=True)
+            )
+        except SafetensorError as err:
+            reason, cause = f"not a readable safetensors file ({err})", err
+        except pickle.UnpicklingError as err:
+            refused = re.search(r"Unsupported global: GLOBAL (\S+)", str(err))
+            if refused is None:
+                reason, cause = "not a readable torch checkpoint (corrupt or not torch.save)", err
+            else:
+                # the refusal says all there is to say: no chained unpickling trace
+                reason = (
+                    "refused to load: it contains pickled Python objects beyond tensors "
+                    "(weights_only=True); re-save it with torch.save(state_dict) "
+                    f"(first refused object: {refused.group(1)})"
+                )
+        except (EOFError, RuntimeError) as err:
+            reason, cause = f"not a readable torch checkpoint ({type(err).__name__})", err
+        else:
+            if isinstance(ckpt, dict):
+                return ckpt
+            reason = f"expected a dictionary, the file holds a {type(ckpt).__name__}"
+    raise CheckpointError(f"'{path}': {reason}") from cause
 
 
 def _is_timm_state_dict(sd: Any) -> bool:
@@ -152,16 +157,12 @@ def extract_backbone_state_dict(ckpt: dict) -> tuple[dict[str, torch.Tensor], st
                 return backbone, fmt
 
     model = ckpt.get("model")
-    if _is_timm_state_dict(model):
-        if "norm.weight" not in model and "fc_norm.weight" in model:
-            # Fine-tuning with global_pool deletes the encoder's norm and normalises the pooled
-            # token with fc_norm instead; LayerNorm does not commute with the pooling, so fc_norm
-            # cannot stand in for norm.
-            raise CheckpointError(
-                "facebookresearch/mae checkpoint fine-tuned with global_pool: it has fc_norm instead of "
-                "the encoder's final norm, so it is not a plain ViT encoder; use the pretraining "
-                "checkpoint (or one fine-tuned with --cls_token)"
-            )
+    mae = _is_timm_state_dict(model)
+    # Fine-tuning with global_pool deletes the encoder's norm and normalises the pooled token with
+    # fc_norm instead; LayerNorm does not commute with the pooling, so fc_norm cannot stand in
+    # for norm: refused below.
+    global_pool = mae and "norm.weight" not in model and "fc_norm.weight" in model
+    if mae and not global_pool:
         backbone = {k: v for k, v in model.items() if not k.startswith(_MAE_NON_BACKBONE_PREFIXES)}
         return backbone, "mae"
 
@@ -177,11 +178,16 @@ def extract_backbone_state_dict(ckpt: dict) -> tuple[dict[str, torch.Tensor], st
     found = _first_keys(sorted(map(str, ckpt)))
     if isinstance(state_dict, dict):
         found += f"; state_dict keys: {_first_keys(sorted(map(str, state_dict)))}"
-    raise CheckpointError(
-        "unknown checkpoint layout: expected a Lightning 'state_dict' with 'backbone.' (or 'encoder.') "
-        "keys, a facebookresearch/mae 'model' dict, or a bare timm ViT state dict; top-level keys "
-        f"found: {found}"
+    reason = (
+        "facebookresearch/mae checkpoint fine-tuned with global_pool: it has fc_norm instead of "
+        "the encoder's final norm, so it is not a plain ViT encoder; use the pretraining "
+        "checkpoint (or one fine-tuned with --cls_token)"
+        if global_pool
+        else "unknown checkpoint layout: expected a Lightning 'state_dict' with 'backbone.' (or "
+        "'encoder.') keys, a facebookresearch/mae 'model' dict, or a bare timm ViT state dict; "
+        f"top-level keys found: {found}"
     )
+    raise CheckpointError(reason)
 
 
 def extract_decoder_state_dict(ckpt: dict) -> dict[str, torch.Tensor] | None:

@@ -33,6 +33,7 @@ from __future__ import annotations
 import importlib.util
 import math
 from collections.abc import Mapping, Sequence
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -91,16 +92,14 @@ class EpochShards:
     """Which dataset positions each rank reads in each epoch (see the module docstring).
 
     Args:
-        num_samples: dataset size.
-        batch_size: per rank.
+        num_samples: dataset size, >= 1 (the folder readers refuse a folder without images).
+        batch_size: per rank, >= 1 (``optimizer.batch_size`` is a positive integer to the config).
         shuffle: draw a permutation per epoch from ``(seed, epoch)``; else dataset order.
         drop_last: drop each rank's last partial batch (training); else keep it (evaluation).
         seed: the run's seed.
     """
 
     def __init__(self, num_samples: int, batch_size: int, shuffle: bool, drop_last: bool, seed: int) -> None:
-        if num_samples < 1 or batch_size < 1:
-            raise ValueError(f"num_samples={num_samples}, batch_size={batch_size}: both must be >= 1")
         self.num_samples, self.batch_size = num_samples, batch_size
         self.shuffle, self.drop_last, self.seed = shuffle, drop_last, seed
         self.epoch = 0
@@ -214,6 +213,15 @@ def _eval_crop(images, dataset: str, size: int, train: bool):
     return fn.transpose(out, perm=[2, 0, 1])
 
 
+class EvalCrop(NamedTuple):
+    """A classification loader's fixed transform: ``dataset``'s train (``train``) or val
+    transform at ``crop_size`` (see :func:`_eval_crop`)."""
+
+    dataset: str
+    crop_size: int
+    train: bool
+
+
 class DaliLoader:
     """An iterable of batches decoded and augmented by DALI (see the module docstring).
 
@@ -224,8 +232,7 @@ class DaliLoader:
         seed: the run's seed.
         augmentations: pretraining: the filled ``augmentations`` entries; each image yields
             ``num_crops`` crops per entry and batches are ``[indexes, crops, targets]``.
-        dataset, crop_size, train: classification (``augmentations`` None): the fixed train
-            (``train``) or val transform at ``crop_size``; batches are ``[x, y]``.
+            Classification: an :class:`EvalCrop`; batches are ``[x, y]``.
         hide_labels: every target -1 (``data.no_labels``).
     """
 
@@ -236,30 +243,24 @@ class DaliLoader:
         num_threads: int,
         seed: int,
         *,
-        augmentations: Sequence[Mapping] | None = None,
-        dataset: str | None = None,
-        crop_size: int | None = None,
-        train: bool = True,
+        augmentations: Sequence[Mapping] | EvalCrop,
         hide_labels: bool = False,
     ) -> None:
         # DALI installed and every augmentation one DALI has: checked by the config layer
-        if augmentations is None and (dataset is None or crop_size is None):
-            raise ValueError("classification needs dataset and crop_size")
+        pretraining = not isinstance(augmentations, EvalCrop)
         self.files = [str(p) for p in samples.images]
         self.targets = torch.tensor([-1 if hide_labels else t for t in samples.targets], dtype=torch.long)
-        self.augmentations = None if augmentations is None else [dict(a) for a in augmentations]
-        self.dataset_name, self.crop_size, self.train = dataset, crop_size, train
+        self.augmentations = [dict(a) for a in augmentations] if pretraining else None
+        self.eval_crop = None if pretraining else augmentations
+        train = pretraining or self.eval_crop.train
         self.batch_size, self.num_threads, self.seed = batch_size, max(1, num_threads), seed
-        pretraining = augmentations is not None
         self.single_random_crop = (
             pretraining
             and sum(a["num_crops"] for a in self.augmentations) == 1
             and self.augmentations[0]["rrc"]["enabled"]
         )
         # Lightning finds set_epoch here, as on a DataLoader's sampler, and reads batch_sampler
-        self.sampler = EpochShards(
-            len(self.files), batch_size, shuffle=train, drop_last=pretraining or train, seed=seed
-        )
+        self.sampler = EpochShards(len(self.files), batch_size, shuffle=train, drop_last=train, seed=seed)
         self.batch_sampler = None
 
     def __len__(self) -> int:
@@ -295,7 +296,7 @@ class DaliLoader:
                 return (_augment(images, self.augmentations[0], cropped=True),)
             images = fn.decoders.image(encoded, **decoder)
             if self.augmentations is None:
-                return _eval_crop(images, self.dataset_name, self.crop_size, self.train)
+                return _eval_crop(images, *self.eval_crop)
             return tuple(_augment(images, aug) for aug in self.augmentations for _ in range(aug["num_crops"]))
 
         device_id = torch.cuda.current_device() if self.use_gpu else None
@@ -367,4 +368,4 @@ def dali_classification_loader(
     ds: ImageSamples, dataset: str, crop_size: int, batch_size: int, num_workers: int, seed: int, train: bool
 ):
     """A :class:`DaliLoader` of ``[x, y]`` batches through the fixed train or val transform."""
-    return DaliLoader(ds, batch_size, num_workers, seed, dataset=dataset, crop_size=crop_size, train=train)
+    return DaliLoader(ds, batch_size, num_workers, seed, augmentations=EvalCrop(dataset, crop_size, train))

@@ -27,6 +27,7 @@ from solo_ext.data.downloads import TORCHVISION_DATASETS, torchvision_dataset
 from solo_ext.data.folders import (
     ImageSamples,
     class_folder_dataset,
+    find_classes,
     flat_folder_dataset,
     tiny_imagenet_val_dataset,
 )
@@ -177,14 +178,13 @@ def prepare_classification_datasets(
     elif dataset == "digits":
         train, val = digits_dataset("train", T_train), digits_dataset("val", T_val)
     else:
-        if val_root is None:
-            raise DataError(
-                f"data.val_path=None: dataset {dataset} has no default val folder; set data.val_path"
-            )
-        train = class_folder_dataset(train_root, "data.train_path", dataset, T_train)
+        # the val folder first (a missing one, custom's None included, fails before the train
+        # folder is walked), labelled with the train folder's classes
+        classes = find_classes(train_root, "data.train_path", dataset)
         if dataset == "tiny-imagenet":
-            val = tiny_imagenet_val_dataset(val_root, "data.val_path", train.classes, T_val)
+            val = tiny_imagenet_val_dataset(val_root, "data.val_path", classes, T_val)
         else:
-            val = class_folder_dataset(val_root, "data.val_path", dataset, T_val, classes=train.classes)
+            val = class_folder_dataset(val_root, "data.val_path", dataset, T_val, classes=classes)
+        train = class_folder_dataset(train_root, "data.train_path", dataset, T_train)
     train = take_fraction(train, fraction)
     return _finish(train, data_format, decode), _finish(val, data_format, decode)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import io
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import torch
 from PIL import Image
@@ -15,13 +17,26 @@ from solo_ext.utils.errors import DataError
 _JPEG_MAGIC = b"\xff\xd8\xff"
 
 
+@contextmanager
+def decoding(name: str | os.PathLike | None) -> Iterator[None]:
+    """Read or decode the image ``name`` inside the block: whatever the file system, PIL or
+    torchvision's JPEG decoder raise about it becomes one ``DataError`` naming the file.
+
+    The file system reports OSError; PIL reports unreadable, truncated and unknown formats as
+    OSError (UnidentifiedImageError included), a few decoders as SyntaxError or ValueError;
+    ``decode_jpeg`` reports corrupt data as RuntimeError. (DataError is a RuntimeError too: do not
+    nest these blocks.)
+    """
+    try:
+        yield
+    except (OSError, SyntaxError, ValueError, RuntimeError) as exc:
+        raise DataError(f"cannot decode image '{name}': {exc}") from exc
+
+
 def read_bytes(path: str | os.PathLike) -> bytes:
     """The encoded file; DataError naming it when it cannot be read."""
-    try:
-        with open(path, "rb") as f:
-            return f.read()
-    except OSError as exc:
-        raise DataError(f"cannot decode image '{path}': {exc}") from exc
+    with decoding(path), open(path, "rb") as f:
+        return f.read()
 
 
 def decode_rgb_tensor(source: str | os.PathLike | bytes, name: str | os.PathLike | None = None):
@@ -32,14 +47,10 @@ def decode_rgb_tensor(source: str | os.PathLike | bytes, name: str | os.PathLike
     Raises:
         DataError: ``cannot decode image '<file>': ...`` (``name`` names the file for bytes).
     """
-    name = source if name is None else name
     data = read_bytes(source) if not isinstance(source, bytes) else source
-    try:
+    with decoding(source if name is None else name):
         if data[:3] == _JPEG_MAGIC:
             buffer = torch.frombuffer(bytearray(data), dtype=torch.uint8)
             return decode_jpeg(buffer, mode=ImageReadMode.RGB)
         with Image.open(io.BytesIO(data)) as img:
             return v2.functional.pil_to_tensor(img.convert("RGB"))
-    # decode_jpeg reports corrupt data as RuntimeError; PIL as OSError, SyntaxError or ValueError
-    except (RuntimeError, OSError, SyntaxError, ValueError) as exc:
-        raise DataError(f"cannot decode image '{name}': {exc}") from exc

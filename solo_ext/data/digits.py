@@ -16,9 +16,11 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from functools import lru_cache
+from typing import Literal
 
 import numpy as np
 from PIL import Image
+from pydantic import validate_call
 from sklearn.datasets import load_digits
 from sklearn.model_selection import train_test_split
 
@@ -55,13 +57,15 @@ def _digits_split() -> dict[str, tuple[tuple[Image.Image, ...], tuple[int, ...]]
     }
 
 
-def digits_dataset(split: str, transform: Callable | None = None) -> ImageSamples:
+@validate_call
+def digits_dataset(split: Literal["train", "val"], transform: Callable | None = None) -> ImageSamples:
     """The ``train`` (1,437 images) or ``val`` (360 images) split of the digits.
 
     Returns:
         ImageSamples with items ``(transform(PIL RGB 32x32 image), label in 0..9)``.
+
+    Raises:
+        ValueError: (pydantic's ValidationError) another split; the message names it and the two.
     """
-    if split not in ("train", "val"):
-        raise ValueError(f"digits has splits 'train' and 'val', not {split!r}")
     images, labels = _digits_split()[split]
     return ImageSamples(images, labels, [str(d) for d in range(10)], transform)

@@ -14,18 +14,17 @@ from torchvision.datasets.utils import check_integrity
 from solo_ext.utils.errors import DataError
 
 TORCHVISION_DATASETS = {"cifar10": CIFAR10, "cifar100": CIFAR100, "stl10": STL10}
+# torchvision's arguments for each split of each dataset
+_CIFAR_SPLITS = {"train": {"train": True}, "test": {"train": False}}
+SPLITS = {
+    "cifar10": _CIFAR_SPLITS,
+    "cifar100": _CIFAR_SPLITS,
+    "stl10": {split: {"split": split} for split in STL10.splits},
+}
 
 # Seconds a stalled connect or read may block before the download gives up. Name resolution is
 # not covered by socket timeouts, but fails at once on a machine without network.
 DOWNLOAD_TIMEOUT_S = 20.0
-
-
-def _split_kwargs(dataset: str, split: str) -> dict:
-    if dataset == "stl10":
-        return {"split": split}
-    if split not in ("train", "test"):
-        raise ValueError(f"{dataset} has splits 'train' and 'test', not {split!r}")
-    return {"train": split == "train"}
 
 
 def _remove_leftovers(cls: type, root: Path, existed: dict[str, bool], root_existed: bool) -> None:
@@ -53,7 +52,7 @@ def torchvision_dataset(
     Args:
         dataset: ``cifar10``, ``cifar100`` or ``stl10``.
         split: ``train``/``test`` (CIFAR), or any STL-10 split (``train+unlabeled``, ``train``,
-            ``test``, ``unlabeled``).
+            ``test``, ``unlabeled``): a key of :data:`SPLITS` (KeyError otherwise).
         download: fetch the archive when the files are not in ``root``. The download runs with a
             socket timeout of ``DOWNLOAD_TIMEOUT_S`` (restored afterwards); on any failure, or an
             interrupt, the partial archive and any partly extracted folder are removed.
@@ -64,33 +63,29 @@ def torchvision_dataset(
         unlabelled images.
 
     Raises:
-        DataError: the files are missing and ``download`` is off, or the download failed.
+        DataError: the files are missing and ``download`` is off, or the download failed
+            (chained to torchvision's error). An interrupt is not caught, but cleans up too.
     """
-    cls = TORCHVISION_DATASETS[dataset]
-    kwargs = _split_kwargs(dataset, split)
+    cls, kwargs = TORCHVISION_DATASETS[dataset], SPLITS[dataset][split]
     try:
         return cls(root, transform=transform, download=False, **kwargs)
     except RuntimeError as exc:
-        if not download:
-            raise DataError(
-                f"{dataset} is not in '{root}' (or is corrupted) and downloading is off: "
-                f"place the dataset there or set {key}"
-            ) from exc
-
-    root_path = Path(root)
-    root_existed = root_path.is_dir()
-    existed = {"extracted": (root_path / cls.base_folder).exists()}
-    previous_timeout = socket.getdefaulttimeout()
-    socket.setdefaulttimeout(DOWNLOAD_TIMEOUT_S)
-    try:
-        return cls(root, transform=transform, download=True, **kwargs)
-    except BaseException as exc:
-        _remove_leftovers(cls, root_path, existed, root_existed)
-        if isinstance(exc, Exception):
-            raise DataError(
-                f"could not download {dataset} into '{root}' (no network?): "
-                f"place the dataset there or set {key}"
-            ) from exc
-        raise
-    finally:
-        socket.setdefaulttimeout(previous_timeout)
+        reason, cause = f"{dataset} is not in '{root}' (or is corrupted) and downloading is off", exc
+    if download:
+        root_path = Path(root)
+        root_existed = root_path.is_dir()
+        existed = {"extracted": (root_path / cls.base_folder).exists()}
+        previous_timeout = socket.getdefaulttimeout()
+        socket.setdefaulttimeout(DOWNLOAD_TIMEOUT_S)
+        done = False
+        try:
+            ds = cls(root, transform=transform, download=True, **kwargs)
+            done = True
+            return ds
+        except Exception as exc:
+            reason, cause = f"could not download {dataset} into '{root}' (no network?)", exc
+        finally:
+            if not done:  # an error or an interrupt
+                _remove_leftovers(cls, root_path, existed, root_existed)
+            socket.setdefaulttimeout(previous_timeout)
+    raise DataError(f"{reason}: place the dataset there or set {key}") from cause

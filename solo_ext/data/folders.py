@@ -11,14 +11,15 @@ PIL for other formats), for the ``transforms.v2`` pipelines.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
+from typing import Literal
 
 from PIL import Image
 from torch.utils.data import Dataset
 from torchvision.datasets.folder import IMG_EXTENSIONS
 
-from solo_ext.data.decode import decode_rgb_tensor, read_bytes
+from solo_ext.data.decode import decode_rgb_tensor, decoding, read_bytes
 from solo_ext.utils.errors import DataError
 
 IMAGE_EXTENSIONS = tuple(IMG_EXTENSIONS)
@@ -34,13 +35,8 @@ TINY_ANNOTATIONS = "val_annotations.txt"
 
 def load_rgb(path: str | os.PathLike) -> Image.Image:
     """Decode one image file into an RGB PIL image; DataError naming the file if it cannot be read."""
-    try:
-        with Image.open(path) as img:
-            return img.convert("RGB")
-    # PIL reports unreadable, truncated and unknown formats as OSError (UnidentifiedImageError
-    # included), a few decoders as SyntaxError or ValueError.
-    except (OSError, SyntaxError, ValueError) as exc:
-        raise DataError(f"cannot decode image '{path}': {exc}") from exc
+    with decoding(path), Image.open(path) as img:
+        return img.convert("RGB")
 
 
 class ImageSamples(Dataset):
@@ -49,7 +45,8 @@ class ImageSamples(Dataset):
     Args:
         images: per sample either a path (decoded with :func:`load_rgb` on access) or an already
             decoded RGB PIL image.
-        targets: class index per sample, -1 for unlabelled samples.
+        targets: class index per sample, -1 for unlabelled samples; as many as ``images``
+            (ValueError otherwise).
         classes: class names, ``classes[t]`` is the name of target ``t``.
         transform: applied to the decoded image; None returns the image itself.
         decode: ``"pil"`` (RGB PIL image) or ``"tensor"`` (uint8 tensor (3, H, W)), what the
@@ -62,14 +59,11 @@ class ImageSamples(Dataset):
         targets: Sequence[int],
         classes: Sequence[str] = (),
         transform: Callable | None = None,
-        decode: str = "pil",
+        decode: Literal["pil", "tensor"] = "pil",
     ) -> None:
-        if len(images) != len(targets):
-            raise ValueError(f"{len(images)} images but {len(targets)} targets")
-        if decode not in ("pil", "tensor"):
-            raise ValueError(f"decode={decode!r}: must be pil or tensor")
         self.images = list(images)
-        self.targets = [int(t) for t in targets]
+        # strict: a target missing or left over is a ValueError, not a shifted label
+        self.targets = [int(t) for _, t in zip(self.images, targets, strict=True)]
         self.classes = list(classes)
         self.transform = transform
         self.decode = decode
@@ -114,11 +108,14 @@ class ImageSamples(Dataset):
         return image, self.targets[index]
 
 
-def _require_folder(root: str | os.PathLike, key: str, dataset: str, layout: str) -> Path:
-    path = Path(root)
-    if not path.is_dir():
-        raise DataError(f"{key}={str(root)!r}: no such folder (dataset {dataset} expects {layout})")
-    return path
+def _refuse(root: str | os.PathLike | None, key: str, problems: Iterable[tuple[object, str]]) -> None:
+    """The one error of the folder readers: ``DataError("<key>=<root>: <message>")`` for the
+    first ``(wrong, message)`` of ``problems`` whose ``wrong`` is truthy; a reader lists its
+    checks in the order a user should fix them."""
+    problem = next((message for wrong, message in problems if wrong), None)
+    if problem is not None:
+        shown = None if root is None else str(root)
+        raise DataError(f"{key}={shown!r}: {problem}")
 
 
 def _images_under(folder: Path) -> list[Path]:
@@ -139,26 +136,35 @@ def _class_folder_layout(dataset: str) -> str:
     return TINY_TRAIN_LAYOUT if dataset == "tiny-imagenet" else CLASS_FOLDER_LAYOUT
 
 
-def find_classes(root: str | os.PathLike, key: str, dataset: str, layout: str | None = None) -> list[str]:
+def find_classes(
+    root: str | os.PathLike | None, key: str, dataset: str, layout: str | None = None
+) -> list[str]:
     """Sorted names of the class folders of ``root``.
 
     Raises:
-        DataError: ``root`` is missing or has no (non-hidden) sub-folders; the message names
-            ``key`` and the expected layout.
+        DataError: ``root`` is None (the dataset has no default folder for ``key``), missing or
+            has no (non-hidden) sub-folders; the message names ``key`` and the expected layout.
     """
     layout = layout or _class_folder_layout(dataset)
-    path = _require_folder(root, key, dataset, layout)
-    classes = sorted(e.name for e in os.scandir(path) if e.is_dir() and not e.name.startswith("."))
-    if not classes:
-        hint = (
-            "; for a flat folder of unlabelled images set data.no_labels=True" if dataset == "custom" else ""
-        )
-        raise DataError(f"{key}={str(root)!r}: no class folders (dataset {dataset} expects {layout}){hint}")
+    exists = root is not None and Path(root).is_dir()
+    entries = os.scandir(root) if exists else ()
+    classes = sorted(e.name for e in entries if e.is_dir() and not e.name.startswith("."))
+    hint = "; for a flat folder of unlabelled images set data.no_labels=True" if dataset == "custom" else ""
+    what = key.removeprefix("data.").removesuffix("_path")
+    _refuse(
+        root,
+        key,
+        (
+            (root is None, f"dataset {dataset} has no default {what} folder; set {key}"),
+            (not exists, f"no such folder (dataset {dataset} expects {layout})"),
+            (not classes, f"no class folders (dataset {dataset} expects {layout}){hint}"),
+        ),
+    )
     return classes
 
 
 def class_folder_dataset(
-    root: str | os.PathLike,
+    root: str | os.PathLike | None,
     key: str,
     dataset: str,
     transform: Callable | None = None,
@@ -172,27 +178,29 @@ def class_folder_dataset(
             that a missing class cannot shift the labels); None takes ``root``'s own folders.
 
     Raises:
-        DataError: missing folder, no class folders, an empty class folder, a class folder that
-            is not in ``classes``.
+        DataError: missing folder, no class folders, a class folder that is not in ``classes``,
+            an empty class folder.
     """
     layout = layout or _class_folder_layout(dataset)
     folder_classes = find_classes(root, key, dataset, layout)
     classes = list(folder_classes if classes is None else classes)
     unknown = sorted(set(folder_classes) - set(classes))
-    if unknown:
-        raise DataError(
-            f"{key}={str(root)!r}: class folder(s) {', '.join(unknown[:3])} are not among the "
-            f"{len(classes)} classes of data.train_path"
-        )
-    paths, targets = [], []
-    for name in folder_classes:
-        found = _images_under(Path(root) / name)
-        if not found:
-            raise DataError(
-                f"{key}={str(root)!r}: class folder {name!r} holds no images ({', '.join(IMAGE_EXTENSIONS)})"
-            )
-        paths.extend(found)
-        targets.extend([classes.index(name)] * len(found))
+    found = {name: _images_under(Path(root) / name) for name in folder_classes}
+    empty = next((name for name, images in found.items() if not images), None)
+    _refuse(
+        root,
+        key,
+        (
+            (
+                unknown,
+                f"class folder(s) {', '.join(unknown[:3])} are not among the {len(classes)} classes "
+                "of data.train_path",
+            ),
+            (empty, f"class folder {empty!r} holds no images ({', '.join(IMAGE_EXTENSIONS)})"),
+        ),
+    )
+    paths = [path for images in found.values() for path in images]
+    targets = [classes.index(name) for name, images in found.items() for _ in images]
     return ImageSamples(paths, targets, classes, transform)
 
 
@@ -202,14 +210,24 @@ def flat_folder_dataset(
     dataset: str,
     transform: Callable | None = None,
 ) -> ImageSamples:
-    """Unlabelled images anywhere below ``root``; every target is -1."""
-    path = _require_folder(root, key, dataset, FLAT_LAYOUT)
-    paths = _images_under(path)
-    if not paths:
-        raise DataError(
-            f"{key}={str(root)!r}: no images ({', '.join(IMAGE_EXTENSIONS)}) "
-            f"(dataset {dataset} with no_labels expects {FLAT_LAYOUT})"
-        )
+    """Unlabelled images anywhere below ``root``; every target is -1.
+
+    Raises:
+        DataError: missing folder, or no image in it.
+    """
+    paths = _images_under(Path(root))  # os.walk finds nothing in a missing folder
+    _refuse(
+        root,
+        key,
+        (
+            (not Path(root).is_dir(), f"no such folder (dataset {dataset} expects {FLAT_LAYOUT})"),
+            (
+                not paths,
+                f"no images ({', '.join(IMAGE_EXTENSIONS)}) (dataset {dataset} with no_labels expects "
+                f"{FLAT_LAYOUT})",
+            ),
+        ),
+    )
     return ImageSamples(paths, [-1] * len(paths), (), transform)
 
 
@@ -223,30 +241,31 @@ def tiny_imagenet_val_dataset(
 
     Native layout: ``<root>/images/*.JPEG`` and ``<root>/val_annotations.txt`` whose tab-separated
     lines are ``filename, wnid, x0, y0, x1, y1``. Labels index into ``classes`` (the sorted
-    wnids of the train folder). Without the annotation file, ``root`` must hold one folder per
-    wnid.
+    wnids of the train folder). Without the annotation file (a missing ``root`` included),
+    ``root`` must hold one folder per wnid.
+
+    Raises:
+        DataError: as :func:`class_folder_dataset`; or the first annotation line that is not
+            tab-separated, names an unknown wnid or a missing image; or no line at all.
     """
-    path = _require_folder(root, key, "tiny-imagenet", TINY_VAL_LAYOUT)
+    path = Path(root)
     annotations = path / TINY_ANNOTATIONS
     if not annotations.is_file():
         return class_folder_dataset(root, key, "tiny-imagenet", transform, classes, TINY_VAL_LAYOUT)
     class_index = {name: i for i, name in enumerate(classes)}
-    paths, targets = [], []
+    paths, targets, problems = [], [], []
     for line_no, line in enumerate(annotations.read_text().splitlines(), start=1):
         if not line.strip():
             continue
-        fields = line.split("\t")
-        where = f"{key}={str(root)!r}: {TINY_ANNOTATIONS} line {line_no}"
-        if len(fields) < 2:
-            raise DataError(f"{where}: expected '<filename>\\t<wnid>\\t...', got {line!r}")
-        filename, wnid = fields[0].strip(), fields[1].strip()
-        if wnid not in class_index:
-            raise DataError(f"{where}: {wnid!r} is not a class folder of data.train_path")
+        filename, wnid, *_ = [field.strip() for field in line.split("\t")] + [""]
         image_path = path / "images" / filename
-        if not image_path.is_file():
-            raise DataError(f"{where}: image '{image_path}' does not exist")
+        where = f"{TINY_ANNOTATIONS} line {line_no}"
+        problems += [
+            ("\t" not in line, f"{where}: expected '<filename>\\t<wnid>\\t...', got {line!r}"),
+            (wnid not in class_index, f"{where}: {wnid!r} is not a class folder of data.train_path"),
+            (not image_path.is_file(), f"{where}: image '{image_path}' does not exist"),
+        ]
         paths.append(image_path)
-        targets.append(class_index[wnid])
-    if not paths:
-        raise DataError(f"{key}={str(root)!r}: {TINY_ANNOTATIONS} lists no images")
+        targets.append(class_index.get(wnid, -1))
+    _refuse(root, key, [*problems, (not paths, f"{TINY_ANNOTATIONS} lists no images")])
     return ImageSamples(paths, targets, classes, transform)

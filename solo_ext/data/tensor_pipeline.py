@@ -37,14 +37,8 @@ def build_tensor_pipeline(aug: Mapping) -> Callable:
 
     Args:
         aug: an entry filled by :func:`~solo_ext.data.augmentations.fill_augmentation_defaults`
-            with ``crop_size`` set (``s``).
-
-    Raises:
-        ValueError: ``crop_size`` is None (fill it with the dataset's default first).
+            with ``crop_size`` set (``s``), as the config layer fills every entry of a run.
     """
-    size = aug["crop_size"]
-    if size is None:
-        raise ValueError("crop_size=None: fill the augmentation entry with a dataset first")
     # PIL images become uint8 tensors (tensors pass through), then the ops the PIL pipeline has
     ops: list = [v2.PILToTensor(), *crop_and_colour_ops(aug, v2)]
     if aug["gaussian_blur"]["prob"] > 0:

@@ -16,7 +16,7 @@ from transformers import ViTMAEConfig, ViTMAEForPreTraining
 from solo_ext.backbones.interop import from_hf, to_hf
 from solo_ext.backbones.loading import read_checkpoint
 from solo_ext.config.pretrain import parse_cfg
-from solo_ext.export import export
+from solo_ext.export import ExportError, export
 from solo_ext.losses.mae import mae_loss_func
 from solo_ext.methods import METHODS
 from solo_ext.run.pretrain import run_pretrain
@@ -190,3 +190,34 @@ def test_export_errors_are_one_line(run_dir, tmp_path):
         )
         assert result.returncode == 2 and message in result.stderr and result.stderr.count("\n") == 1
     assert not (tmp_path / "o").exists()
+
+
+def test_from_hf_names_what_it_cannot_convert():
+    t = torch.zeros(2)
+    hf = {"vit.embeddings.cls_token": t, "vit.layers.0.attention.q_proj.weight": t}
+    for state, message in (
+        ({"cls_token": t}, "not a Hugging Face ViTMAE state dict"),
+        ({**hf, "vit.layers.0.extra.weight": t}, "vit.layers.0.extra.weight: no counterpart"),
+        (hf, "blocks.0: query, key and value weight are not all present"),
+    ):
+        with pytest.raises(KeyError, match=message):
+            from_hf(state)
+
+
+def test_export_refuses_before_writing(run_dir, tmp_path):
+    ckpt = checkpoints_in(run_dir)[-1]
+    with pytest.raises(ExportError, match=r"^--to='onnx': must be one of timm, hf, mae$"):
+        export(run_dir, "onnx", tmp_path / "o")
+    lone = tmp_path / "lone" / "x.ckpt"
+    lone.parent.mkdir()
+    lone.write_bytes(ckpt.read_bytes())
+    with pytest.raises(ExportError, match="x.ckpt: no args.json beside it"):
+        export(lone, "timm", tmp_path / "o")
+    state = torch.load(ckpt, weights_only=True)
+    state["state_dict"] = {k: v for k, v in state["state_dict"].items() if not k.startswith("decoder.")}
+    torch.save(state, ckpt)
+    with pytest.raises(
+        ExportError, match=r"\.ckpt: no decoder weights \(decoder\.\*\) to export for --to hf"
+    ):
+        export(run_dir, "hf", tmp_path / "o")
+    assert not list(tmp_path.glob("o*"))

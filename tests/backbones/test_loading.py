@@ -262,3 +262,13 @@ def test_masked_vit_at_larger_image_gets_interpolated_pos_embed():
     assert report["pos_embed_interpolated"] is True
     torch.testing.assert_close(dst.pos_embed, interpolate_pos_embed(src.pos_embed.detach(), 8))
     assert dst.forward_features(torch.randn(2, 3, 64, 64), mask_ratio=0.75).tokens.shape == (2, 1 + 16, 32)
+
+
+def test_corrupt_safetensors_and_non_dictionary(tmp_path):
+    (tmp_path / "model.safetensors").write_bytes(b"not safetensors")
+    with pytest.raises(CheckpointError, match="model.safetensors': not a readable safetensors file") as err:
+        read_checkpoint(tmp_path)  # a folder stands for its model.safetensors
+    assert err.value.__cause__ is not None
+    torch.save([torch.zeros(1)], tmp_path / "list.pt")
+    with pytest.raises(CheckpointError, match="list.pt': expected a dictionary, the file holds a list"):
+        read_checkpoint(tmp_path / "list.pt")

@@ -82,3 +82,15 @@ def test_an_undecodable_file_is_named(noise_folder):
     ds = prepare_pretrain_dataset("custom", None, str(noise_folder), "dali")
     with pytest.raises(DataError, match=f"^cannot decode image '{bad}'"):
         list(dali_pretrain_loader(ds, [_aug()], batch_size=13, num_workers=1, seed=0))
+
+
+def test_the_config_refuses_an_empty_batch(tmp_path):
+    """EpochShards takes batch_size >= 1 from the config (and num_samples >= 1 from the folder
+    readers, which refuse a folder without images: tests/data/test_datasets.py)."""
+    from solo_ext.config.errors import ConfigError
+    from solo_ext.config.pretrain import parse_cfg
+    from tests.methods.tiny import tiny_cfg
+
+    optimizer = {"name": "adamw", "batch_size": 0, "lr": 1e-3}
+    with pytest.raises(ConfigError, match=r"^optimizer.batch_size=0: must be an integer >= 1"):
+        parse_cfg(tiny_cfg(tmp_path, optimizer=optimizer))

@@ -285,3 +285,35 @@ def test_dataloader_argument_errors(image_folder):
     with pytest.raises(DataError, match=r"^optimizer.batch_size=13: larger than the dataset \(12 images\)"):
         prepare_dataloader(ds, 13, 0)
     assert len(prepare_dataloader(ds, 13, 0, drop_last=False)) == 1
+
+
+@pytest.mark.parametrize(
+    "line, message",
+    [
+        ("val_0.JPEG n01", r"line 1: expected '<filename>\\t<wnid>\\t...', got 'val_0.JPEG n01'"),
+        ("gone.JPEG\tn01\t0\t0\t1\t1", r"line 1: image '.*gone.JPEG' does not exist"),
+        ("", "lists no images"),
+    ],
+)
+def test_tiny_imagenet_bad_annotations(tmp_path, line, message):
+    write_tiny_imagenet(tmp_path)
+    (tmp_path / "val" / "val_annotations.txt").write_text(line + "\n")
+    with pytest.raises(DataError, match=rf"^data.val_path='.*val': val_annotations.txt {message}"):
+        prepare_classification_datasets(
+            "tiny-imagenet", TO_TENSOR, TO_TENSOR, str(tmp_path / "train"), str(tmp_path / "val")
+        )
+
+
+def test_flat_folder_missing_or_without_images(tmp_path):
+    (tmp_path / "flat").mkdir()
+    (tmp_path / "flat" / "notes.txt").write_text("not an image")
+    for root, message in ((tmp_path / "gone", "no such folder"), (tmp_path / "flat", "no images")):
+        with pytest.raises(DataError, match=rf"^data.train_path='{root}': {message} \(.*"):
+            prepare_pretrain_dataset("custom", TO_TENSOR, train_path=str(root), no_labels=True)
+
+
+def test_image_samples_need_a_target_per_image(tmp_path):
+    from solo_ext.data.folders import ImageSamples
+
+    with pytest.raises(ValueError, match="shorter"):
+        ImageSamples([tmp_path / "a.png", tmp_path / "b.png"], [0])

@@ -85,5 +85,5 @@ def test_digits_fraction():
 
 @pytest.mark.parametrize("split", ["test", "training"])
 def test_unknown_split(split):
-    with pytest.raises(ValueError, match="digits has splits 'train' and 'val'"):
+    with pytest.raises(ValueError, match="Input should be 'train' or 'val'"):
         digits_dataset(split)

@@ -9,7 +9,7 @@ from solo_ext.config.errors import ConfigError, validate
 from solo_ext.config.schema import Data
 from solo_ext.data import prepare_classification_datasets, prepare_pretrain_dataset
 from solo_ext.data.dali import INSTALL_HINT
-from solo_ext.data.downloads import _remove_leftovers
+from solo_ext.data.downloads import TORCHVISION_DATASETS, _remove_leftovers, torchvision_dataset
 from solo_ext.utils.errors import DataError
 
 
@@ -105,3 +105,23 @@ def test_previously_extracted_folder_is_kept(tmp_path):
     (tmp_path / CIFAR10.base_folder / "readme.html").write_text("from an earlier, complete run")
     _remove_leftovers(CIFAR10, tmp_path, {"extracted": True}, root_existed=True)
     assert (tmp_path / CIFAR10.base_folder / "readme.html").exists()
+
+
+def test_interrupted_download_cleans_up_and_propagates(tmp_path, monkeypatch):
+    class Interrupted(CIFAR10):
+        def __init__(self, root, download=False, **kwargs):
+            if not download:
+                raise RuntimeError("Dataset not found or corrupted.")
+            (tmp_path / CIFAR10.filename).write_bytes(b"the first bytes")
+            raise KeyboardInterrupt
+
+    monkeypatch.setitem(TORCHVISION_DATASETS, "cifar10", Interrupted)
+    timeout_before = socket.getdefaulttimeout()
+    with pytest.raises(KeyboardInterrupt):
+        torchvision_dataset("cifar10", str(tmp_path), "train", None, download=True)
+    assert list(tmp_path.iterdir()) == [] and socket.getdefaulttimeout() == timeout_before
+
+
+def test_a_split_the_dataset_does_not_have(tmp_path):
+    with pytest.raises(KeyError, match="'val'"):
+        torchvision_dataset("cifar10", str(tmp_path), "val", None, download=False)

@@ -78,3 +78,16 @@ def test_normalize_images_only_touches_uint8():
     torch.testing.assert_close(out[0, :, 0, 0], (1 - mean) / std)
     floats = torch.randn(2, 3, 4, 4)
     assert normalize_images(floats, mean, std) is floats
+
+
+def test_the_config_fills_every_crop_size(tmp_path):
+    """build_tensor_pipeline reads crop_size as given: the config layer fills the dataset's."""
+    from omegaconf import OmegaConf
+
+    from solo_ext.config.pretrain import parse_cfg
+    from tests.methods.tiny import tiny_cfg
+
+    cfg = parse_cfg(tiny_cfg(tmp_path, augmentations=[{"num_crops": 1}, {"num_crops": 1, "crop_size": 16}]))
+    assert [aug.crop_size for aug in cfg.augmentations] == [32, 16]
+    pipeline = build_tensor_pipeline(OmegaConf.to_container(cfg.augmentations[0], resolve=True))
+    assert pipeline(torch.zeros(3, 40, 40, dtype=torch.uint8)).shape == (3, 32, 32)

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from scipy import stats
 
-from solo_ext.report import make_report, t_half_width
+from solo_ext.report import ReportError, make_report, t_half_width
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -125,3 +125,12 @@ def test_two_multiruns_then_the_report(tmp_path):
         cells = [c.strip() for c in row.strip("|").split("|")]
         assert cells[1] == "2" and cells[2] == "0,1"
         assert "±" in row
+
+
+def test_malformed_baseline_and_missing_folder(tmp_path):
+    fake_run(tmp_path, "a0", "mae", 0, None, 60.0, 20.0)
+    with pytest.raises(ReportError, match=r"^--baseline='name': must be KEY=VALUE, e.g. name=mae-digits$"):
+        make_report([tmp_path], baseline="name")
+    with pytest.raises(ReportError, match=r"gone: no such folder$"):
+        make_report([tmp_path, tmp_path / "gone"])
+    assert not (tmp_path / "report.md").exists()
