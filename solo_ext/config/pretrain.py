@@ -18,7 +18,8 @@ from solo_ext.config.errors import validate
 from solo_ext.config.lightning import RESOLVED_KEYS, resolve_trainer
 from solo_ext.config.paths import resolve_weights_path
 from solo_ext.config.schema import METHOD_KWARGS, PretrainConfig, _Run
-from solo_ext.data.info import DATASETS, num_classes_of
+from solo_ext.data.augmentations import crop_size_of
+from solo_ext.data.info import num_classes_of
 from solo_ext.schedulers.weights import build_weight_schedule
 
 
@@ -39,7 +40,7 @@ def parse_cfg(cfg: DictConfig | Mapping) -> DictConfig:
     out["method_kwargs"] = mk.dump()
     data = out["data"]
     for aug in out["augmentations"]:
-        aug["crop_size"] = aug["crop_size"] or DATASETS[data["dataset"]].crop_size
+        aug["crop_size"] = crop_size_of(aug["crop_size"], data["dataset"])
     large = max(aug["crop_size"] for aug in out["augmentations"])
     data["num_large_crops"] = sum(a["num_crops"] for a in out["augmentations"] if a["crop_size"] == large)
     data["num_small_crops"] = sum(a["num_crops"] for a in out["augmentations"] if a["crop_size"] != large)

@@ -20,7 +20,7 @@ from lightning.pytorch.trainer.connectors.accelerator_connector import _PRECISIO
 from pydantic import Field, create_model, field_validator, model_validator
 
 from solo_ext.backbones.vit import BACKBONE_PRESETS, backbone_arguments
-from solo_ext.data.augmentations import AugmentationSpec
+from solo_ext.data.augmentations import AugmentationSpec, crop_size_of
 from solo_ext.data.dali import INSTALL_HINT, dali_installed, dali_unsupported
 from solo_ext.data.info import DATASETS
 from solo_ext.data.loaders import DATA_FORMATS, image_backend
@@ -428,7 +428,7 @@ def _dali_gap(c: PretrainConfig) -> tuple[int, str, str, str] | None:
 
 
 def _largest_crop(c: PretrainConfig) -> int:
-    return max(aug.crop_size or DATASETS[c.data.dataset].crop_size for aug in c.augmentations)
+    return max(crop_size_of(aug.crop_size, c.data.dataset) for aug in c.augmentations)
 
 
 def _mode(c: LinearConfig) -> str:
