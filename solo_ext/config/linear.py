@@ -28,7 +28,7 @@ from omegaconf import DictConfig, OmegaConf
 from solo_ext.config.compat import plain_config
 from solo_ext.config.errors import fail, validate
 from solo_ext.config.paths import resolve_weights_path, saved_run_args
-from solo_ext.config.pretrain import derive_lr, knn_protocol
+from solo_ext.config.pretrain import derive_lr, derive_trainer, knn_protocol
 from solo_ext.config.schema import LinearConfig
 from solo_ext.data.info import num_classes_of
 from solo_ext.utils.errors import NO_VALUE
@@ -42,8 +42,8 @@ def parse_cfg(cfg: DictConfig | Mapping) -> DictConfig:
     """Fill defaults, validate and derive keys. Returns a new, resolved DictConfig.
 
     Derived: ``mode`` and ``finetune`` (consistent), ``backbone`` (completed from args.json),
-    ``pretrain_method``, ``data.num_classes``, ``derived.{world_size, global_batch_size,
-    lr_scale, lr, min_lr, warmup_start_lr}``, and ``method: linear`` (the run folder).
+    ``pretrain_method``, ``data.num_classes``, ``derived.{world_size, precision,
+    global_batch_size, lr_scale, lr, min_lr, warmup_start_lr}``, and ``method: linear`` (the run folder).
     """
     raw = plain_config(cfg)
     path = raw.get("pretrained_feature_extractor")
@@ -65,11 +65,12 @@ def parse_cfg(cfg: DictConfig | Mapping) -> DictConfig:
         saved = saved_run_args(path)
     _follow_run(raw, saved or {})
     top = validate(LinearConfig, raw)
+    trainer = derive_trainer(top)
 
     out = top.model_dump()
     out["backbone"] = top.backbone.dump()
     out["data"]["num_classes"] = num_classes_of(top.data.dataset, top.data.train_path)
-    out["derived"] = derive_lr(top, classifier=False)
+    out["derived"] = {**trainer, **derive_lr(top, trainer["world_size"], classifier=False)}
     out["derived"]["protocols"] = linear_protocols(out)
     return OmegaConf.create(out)
 

@@ -15,9 +15,11 @@ from omegaconf import DictConfig, OmegaConf
 
 from solo_ext.config.compat import magma_flat_keys, plain_config
 from solo_ext.config.errors import validate
+from solo_ext.config.lightning import RESOLVED_KEYS, resolve_trainer
 from solo_ext.config.paths import resolve_weights_path
 from solo_ext.config.schema import METHOD_KWARGS, PretrainConfig, _Run
-from solo_ext.data.info import DATASETS, num_classes_of
+from solo_ext.data.augmentations import crop_size_of
+from solo_ext.data.info import num_classes_of
 from solo_ext.schedulers.weights import build_weight_schedule
 
 
@@ -26,6 +28,7 @@ def parse_cfg(cfg: DictConfig | Mapping) -> DictConfig:
     raw = plain_config(cfg)
     mk_raw, renames = magma_flat_keys(raw.get("method_kwargs", {}), raw.get("method"))
     top = validate(PretrainConfig, {**raw, "method_kwargs": mk_raw if isinstance(mk_raw, dict) else {}})
+    trainer = derive_trainer(top)
     mk = validate(
         METHOD_KWARGS[top.method], mk_raw, "method_kwargs", context=top.backbone.context(), renames=renames
     )
@@ -37,12 +40,12 @@ def parse_cfg(cfg: DictConfig | Mapping) -> DictConfig:
     out["method_kwargs"] = mk.dump()
     data = out["data"]
     for aug in out["augmentations"]:
-        aug["crop_size"] = aug["crop_size"] or DATASETS[data["dataset"]].crop_size
+        aug["crop_size"] = crop_size_of(aug["crop_size"], data["dataset"])
     large = max(aug["crop_size"] for aug in out["augmentations"])
     data["num_large_crops"] = sum(a["num_crops"] for a in out["augmentations"] if a["crop_size"] == large)
     data["num_small_crops"] = sum(a["num_crops"] for a in out["augmentations"] if a["crop_size"] != large)
     data["num_classes"] = None if data["no_labels"] else num_classes_of(data["dataset"], data["train_path"])
-    out["derived"] = derive_lr(top, classifier=True)
+    out["derived"] = {**trainer, **derive_lr(top, trainer["world_size"], classifier=True)}
     derive_regularizers(out)
     features = out["method_kwargs"]["online_features"]
     out["derived"]["protocols"] = {"online_linear": f"linear probe on detached {features} features"}
@@ -52,16 +55,21 @@ def parse_cfg(cfg: DictConfig | Mapping) -> DictConfig:
     return OmegaConf.create(out)
 
 
-def derive_lr(run: _Run, classifier: bool) -> dict[str, Any]:
+def derive_trainer(run: _Run) -> dict[str, Any]:
+    """What Lightning makes of the run's Trainer keys (see :func:`resolve_trainer`): the number of
+    processes (``world_size``) and the precision it computes at, the start of ``derived``."""
+    resolved = resolve_trainer({key: getattr(run, key) for key in RESOLVED_KEYS})
+    return {"world_size": resolved.world_size, "precision": resolved.precision}
+
+
+def derive_lr(run: _Run, world_size: int, classifier: bool) -> dict[str, Any]:
     """Scale every lr (min_lr and warmup_start_lr included) by batch_size x world_size x
     accumulate_grad_batches / 256. solo-learn scales only lr and classifier_lr by the batch and
     multiplies all four by accumulate_grad_batches (README, Recipes). The user's values stay as
     written, the effective ones go to ``derived`` and are logged."""
-    world_size = run.world_size()
     global_batch = run.optimizer.batch_size * world_size * run.accumulate_grad_batches
     scale = global_batch / 256
     derived = {
-        "world_size": world_size,
         "global_batch_size": global_batch,
         "lr_scale": scale,
         "lr": run.optimizer.lr * scale,

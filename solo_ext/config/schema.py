@@ -14,13 +14,13 @@ from __future__ import annotations
 import inspect
 import os
 from functools import cache
-from typing import Annotated, Any, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal, get_args
 
-import torch
+from lightning.pytorch.trainer.connectors.accelerator_connector import _PRECISION_INPUT_STR
 from pydantic import Field, create_model, field_validator, model_validator
 
 from solo_ext.backbones.vit import BACKBONE_PRESETS, backbone_arguments
-from solo_ext.data.augmentations import AugmentationSpec
+from solo_ext.data.augmentations import AugmentationSpec, crop_size_of
 from solo_ext.data.dali import INSTALL_HINT, dali_installed, dali_unsupported
 from solo_ext.data.info import DATASETS
 from solo_ext.data.loaders import DATA_FORMATS, image_backend
@@ -55,7 +55,9 @@ LR_SCHEDULERS = ("warmup_cosine", "step", "none")
 # the online kNN's train bank: "batches" = the features of the epoch's training batches as the
 # method sees them (solo-learn's); "clean" = the training set through the val transform (ours)
 KNN_BANKS = ("batches", "clean")
-PRECISIONS = ("32-true", "64-true", "16-mixed", "bf16-mixed", "16-true", "bf16-true")
+# Lightning's names (its aliases 16, 32, bf16, ... are read by the compatibility pass); what it
+# makes of one on this machine is asked of Lightning (solo_ext.config.lightning)
+PRECISIONS = get_args(_PRECISION_INPUT_STR)
 FEATURES = ("cls", "mean")
 MODES = ("linear", "partial", "finetune")
 # The Trainer kwargs we set ourselves.
@@ -379,48 +381,9 @@ class _Run(Declared):
             lambda run, _: run.resume_from_checkpoint is None or os.path.isfile(run.resume_from_checkpoint),
             "no such checkpoint file",
         ),
-        Rule(
-            "accelerator",
-            lambda run, _: run.accelerator not in ("gpu", "cuda") or torch.cuda.is_available(),
-            "no CUDA GPU is available here; use accelerator=cpu",
-        ),
-        Rule(
-            "precision",
-            lambda run, _: (
-                run.precision != "16-mixed"
-                or not (
-                    run.accelerator == "cpu" or (run.accelerator == "auto" and not torch.cuda.is_available())
-                )
-            ),
-            "needs a CUDA GPU; on the CPU use precision=bf16-mixed or 32",
-        ),
-        Rule(
-            "devices",
-            lambda run, _: run.world_size() >= 1,
-            "must be a positive int, -1, 'auto' or a list of device ids",
-        ),
     )
 
     _normalise_resume = field_validator("resume_from_checkpoint")(_absolute)
-
-    def world_size(self) -> int:
-        """Processes a run starts: devices per node x nodes (devices may be an int, a list or 'auto')."""
-        devices = self.devices
-        if isinstance(devices, list):
-            per_node = len(devices)
-        elif isinstance(devices, str) and devices.strip().lstrip("-").isdigit():
-            per_node = int(devices)
-        elif isinstance(devices, str) and "," in devices:  # Lightning's "0,1": device ids
-            ids = [part.strip() for part in devices.split(",") if part.strip()]
-            per_node = len(ids) if all(part.isdigit() for part in ids) else 0
-        elif isinstance(devices, int):
-            per_node = devices
-        else:
-            per_node = -1 if devices == "auto" else 0
-        if per_node == -1:
-            per_node = torch.cuda.device_count() if self.accelerator in ("gpu", "cuda", "auto") else 1
-            per_node = max(per_node, 1)
-        return max(per_node, 0) * self.num_nodes
 
 
 class PretrainConfig(_Run):
@@ -465,7 +428,7 @@ def _dali_gap(c: PretrainConfig) -> tuple[int, str, str, str] | None:
 
 
 def _largest_crop(c: PretrainConfig) -> int:
-    return max(aug.crop_size or DATASETS[c.data.dataset].crop_size for aug in c.augmentations)
+    return max(crop_size_of(aug.crop_size, c.data.dataset) for aug in c.augmentations)
 
 
 def _mode(c: LinearConfig) -> str:

@@ -120,9 +120,14 @@ def fill_augmentation_defaults(aug_cfg: Mapping[str, Any], dataset: str | None =
             words it as one line).
     """
     out = AugmentationSpec.model_validate(plain(aug_cfg)).model_dump()
-    if out["crop_size"] is None and dataset is not None:
-        out["crop_size"] = DATASETS[dataset].crop_size
+    if dataset is not None:
+        out["crop_size"] = crop_size_of(out["crop_size"], dataset)
     return out
+
+
+def crop_size_of(crop_size: int | None, dataset: str) -> int:
+    """``crop_size`` as given, else (None) the dataset's default crop size (``DATASETS``)."""
+    return DATASETS[dataset].crop_size if crop_size is None else crop_size
 
 
 class GaussianBlur:
@@ -244,7 +249,7 @@ def prepare_transforms(
     supplies mean/std for custom).
     """
     info = DATASETS[dataset]
-    size = info.crop_size if crop_size is None else crop_size
+    size = crop_size_of(crop_size, dataset)
     normalize = [T.ToTensor(), T.Normalize(*dataset_mean_std(dataset, aug_cfg))]
     # bicubic throughout, as MAE's linear probe and fine-tuning transforms
     bicubic = T.InterpolationMode.BICUBIC

@@ -23,7 +23,7 @@ from collections.abc import Callable, Mapping, Sequence
 import torch
 from torchvision.transforms import InterpolationMode, v2
 
-from solo_ext.data.augmentations import crop_and_colour_ops
+from solo_ext.data.augmentations import crop_and_colour_ops, crop_size_of
 from solo_ext.data.info import DATASETS, dataset_mean_std
 
 # The sigma range of the PIL GaussianBlur (SimCLR/BYOL); the kernel covers +-3 sigma of the largest.
@@ -61,7 +61,7 @@ def tensor_classification_transforms(dataset: str, crop_size: int | None = None)
     ``s x s`` when ``s`` differs from the stored size (tiny-imagenet), else the image as stored.
     """
     info = DATASETS[dataset]
-    size = info.crop_size if crop_size is None else crop_size
+    size = crop_size_of(crop_size, dataset)
     bicubic = InterpolationMode.BICUBIC
     to_tensor = v2.PILToTensor()
     train = [

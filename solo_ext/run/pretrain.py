@@ -14,6 +14,7 @@ from lightning.pytorch.strategies import DDPStrategy
 from omegaconf import DictConfig, OmegaConf
 
 from solo_ext.config.errors import ConfigError
+from solo_ext.config.lightning import lightning_devices
 from solo_ext.config.pretrain import parse_cfg
 from solo_ext.config.schema import trainer_keys
 from solo_ext.data import (
@@ -147,8 +148,8 @@ def build_trainer(cfg: DictConfig, run_dir: Path, run_id: str, callbacks: list) 
         logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
     kwargs = {key: cfg[key] for key in trainer_keys() if key in cfg}
     kwargs = OmegaConf.to_container(OmegaConf.create(kwargs), resolve=True)
-    if kwargs.get("accelerator") == "cpu" and isinstance(kwargs.get("devices"), list):
-        kwargs["devices"] = len(kwargs["devices"])  # CPU processes are counted, not listed
+    # as the config layer resolved them (solo_ext.config.lightning): CPU device ids are counted
+    kwargs["devices"] = lightning_devices(kwargs["accelerator"], kwargs["devices"])
     if kwargs.get("strategy") == "ddp":
         # Every trainable parameter gets a gradient every step (pos embeddings are fixed).
         kwargs["strategy"] = DDPStrategy(find_unused_parameters=False)

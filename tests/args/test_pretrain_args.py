@@ -1,10 +1,13 @@
 """The pretraining config: solo-learn's defaults filled in and written to args.json, the batch and
 weight each regularizer works at, the accumulation warning, and the protocols named."""
 
+import re
+
 import pytest
 
 from solo_ext.config.errors import ConfigError
 from solo_ext.config.pretrain import parse_cfg
+from solo_ext.data.augmentations import crop_size_of
 from solo_ext.run.pretrain import regularizer_lines
 from tests.methods.tiny import tiny_cfg
 
@@ -110,5 +113,15 @@ def test_devices_count_as_lightning_counts_them(tmp_path, devices, world):
 
 @pytest.mark.parametrize("devices", [0, "0", "a,b", "gpu"])
 def test_devices_that_name_no_device_are_refused(tmp_path, devices):
-    with pytest.raises(ConfigError, match=r"^devices=.*: must be a positive int, -1, 'auto' or a list"):
+    with pytest.raises(ConfigError, match=rf"^devices={re.escape(repr(devices))}: \S") as err:
         parse(tmp_path, devices=devices, accelerator="cpu")
+    assert "\n" not in str(err.value)
+
+
+def test_an_unset_crop_size_is_the_datasets_everywhere(tmp_path):
+    augmentations = [{"rrc": {"enabled": True, "crop_min_scale": 0.5}, "horizontal_flip": {"prob": 0.0}}]
+    assert crop_size_of(None, "digits") == 32 and crop_size_of(24, "digits") == 24
+    assert parse(tmp_path, augmentations=augmentations).augmentations[0].crop_size == 32
+    backbone = {"name": "vit_tiny", "kwargs": {"img_size": 64, "patch_size": 8, "depth": 2}}
+    with pytest.raises(ConfigError, match=r"^backbone.kwargs.img_size=64: .* crop_size \(32\)"):
+        parse(tmp_path, augmentations=augmentations, backbone=backbone)

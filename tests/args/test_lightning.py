@@ -1,0 +1,116 @@
+"""The run's processes and precision are Lightning's reading of accelerator, devices, num_nodes,
+strategy and precision; its refusals are one line naming the key, before anything is written."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from lightning.pytorch import Trainer
+from lightning.pytorch.utilities import rank_zero_only
+
+from solo_ext.config.errors import ConfigError
+from solo_ext.config.lightning import lightning_devices
+from solo_ext.config.pretrain import parse_cfg
+from tests.methods.tiny import tiny_cfg
+
+REPO = Path(__file__).resolve().parents[2]
+no_cuda = pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without a CUDA GPU")
+
+
+def parse(tmp_path, **top):
+    return parse_cfg(tiny_cfg(tmp_path, **top))
+
+
+@pytest.mark.parametrize(
+    "top, world",
+    [
+        ({"devices": 1}, 1),
+        ({"devices": 2, "strategy": "ddp"}, 2),
+        ({"devices": "0,1", "strategy": "ddp"}, 2),
+        ({"devices": 2, "num_nodes": 2}, 4),
+        ({"devices": "auto"}, 1),
+    ],
+)
+def test_world_size_is_lightnings(tmp_path, top, world):
+    cfg = parse(tmp_path, **top)
+    assert cfg.derived.world_size == world
+    flags = {key: cfg[key] for key in ("accelerator", "num_nodes", "strategy")}
+    trainer = Trainer(devices=lightning_devices("cpu", cfg.devices), logger=False, **flags)
+    assert trainer.world_size == world
+
+
+def test_a_ddp_child_process_resolves_the_same_world_size(tmp_path, monkeypatch):
+    # what Lightning's subprocess launcher sets in the process it starts for local rank 1
+    env = {"LOCAL_RANK": "1", "NODE_RANK": "0", "WORLD_SIZE": "2", "MASTER_ADDR": "127.0.0.1"}
+    for name, value in {**env, "MASTER_PORT": "29512"}.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setattr(rank_zero_only, "rank", rank_zero_only.rank)  # Lightning sets it per process
+    assert parse(tmp_path, devices=2, strategy="ddp").derived.world_size == 2
+
+
+@pytest.mark.parametrize(
+    "precision, resolved", [(32, "32-true"), ("32", "32-true"), (64, "64-true"), ("bf16", "bf16-mixed")]
+)
+def test_precision_aliases_are_resolved_and_written(tmp_path, precision, resolved):
+    cfg = parse(tmp_path, precision=precision)
+    assert cfg.precision == resolved and cfg.derived.precision == resolved
+
+
+def test_resolving_prints_nothing(tmp_path, capfd):
+    parse(tmp_path, devices=2, strategy="ddp")
+    assert capfd.readouterr() == ("", "")
+
+
+@pytest.mark.parametrize(
+    "top, line",
+    [
+        (
+            {"precision": "16-mixed"},
+            "precision='16-mixed': Lightning would run it as 'bf16-mixed' on the cpu; "
+            "set precision=bf16-mixed (or 32-true)",
+        ),
+        (
+            {"devices": "a,b"},
+            "devices='a,b': `devices` selected with `CPUAccelerator` should be an int > 0.",
+        ),
+        ({"strategy": "fsdp"}, "strategy='fsdp': The strategy `fsdp` requires a GPU accelerator"),
+        ({"accelerator": "abacus"}, "accelerator='abacus': You selected an invalid accelerator name"),
+    ],
+)
+def test_lightnings_refusal_is_one_line_naming_the_key(tmp_path, top, line):
+    with pytest.raises(ConfigError) as err:
+        parse(tmp_path, **top)
+    text = str(err.value)
+    assert text.startswith(line) and "\n" not in text and len(text) <= 200, text
+
+
+@no_cuda
+@pytest.mark.parametrize("accelerator", ["gpu", "cuda"])
+def test_a_gpu_accelerator_without_a_gpu_is_refused(tmp_path, accelerator):
+    with pytest.raises(ConfigError, match=rf"^accelerator='{accelerator}': .*\(available here: cpu\)$"):
+        parse(tmp_path, accelerator=accelerator)
+
+
+@no_cuda
+def test_cli_refuses_a_gpu_with_exit_code_2_and_writes_nothing(tmp_path):
+    result = subprocess.run(
+        [
+            sys.executable,
+            str(REPO / "main_pretrain.py"),
+            "--config-name",
+            "mae.yaml",
+            "accelerator=gpu",
+            f"checkpoint.dir={tmp_path / 'tm'}",
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 2
+    assert result.stderr.strip() == (
+        "error: accelerator='gpu': No supported gpu backend found! (available here: cpu)"
+    )
+    assert list(tmp_path.iterdir()) == []
