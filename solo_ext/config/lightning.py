@@ -102,17 +102,16 @@ def resolve_trainer(flags: Mapping[str, Any]) -> Resolved:
         trainer = _trainer(flags)
     except _REFUSALS as err:
         key = _refused_key(flags)
-        room = max(_MAX_LINE - len(f"{key}={flags[key]!r}: "), 80)
-        raise fail(key, flags[key], _reason(err, key, room)) from None
-    if trainer.precision != flags["precision"]:
-        device = trainer.strategy.root_device.type
-        raise fail(
-            "precision",
-            flags["precision"],
-            f"Lightning would run it as {trainer.precision!r} on the {device}; "
-            f"set precision={trainer.precision} (or 32-true)",
+        reason = _reason(err, key, max(_MAX_LINE - len(f"{key}={flags[key]!r}: "), 80))
+    else:
+        if trainer.precision == flags["precision"]:
+            return Resolved(trainer.world_size, trainer.precision)
+        key = "precision"
+        reason = (
+            f"Lightning would run it as {trainer.precision!r} on the {trainer.strategy.root_device.type}; "
+            f"set precision={trainer.precision} (or 32-true)"
         )
-    return Resolved(trainer.world_size, trainer.precision)
+    raise fail(key, flags[key], reason) from None
 
 
 def _refused_key(flags: Mapping[str, Any]) -> str:
