@@ -9,6 +9,7 @@ import torch
 
 from solo_ext.optim.lars import LARS
 
+# By name, as timm's create_optimizer_v2 does, but its "lars" is timm's Lars, not solo-learn's (lars.py)
 OPTIMIZERS = {
     "sgd": torch.optim.SGD,
     "lars": LARS,

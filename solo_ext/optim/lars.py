@@ -11,6 +11,11 @@ when both ||p|| and ||g|| are nonzero:
 then SGD with momentum (and optional Nesterov) applies g with the group's lr. Weight decay lives
 inside that branch: an excluded 1-D parameter, or one with a zero norm, takes a plain SGD step
 without weight decay.
+
+Ours, not ``timm.optim.Lars``: timm's scales only groups with weight decay (unless
+``always_adapt``), still decays a parameter whose weight or gradient norm is zero, and has no
+per-tensor exclusion of 1-D parameters; solo-learn's recipes rely on all three
+(tests/utils/test_lars.py shows the first).
 """
 
 from collections.abc import Callable

@@ -114,3 +114,20 @@ def test_reduces_a_quadratic():
 def test_invalid_arguments_raise(kwargs, name):
     with pytest.raises(ValueError, match=name):
         LARS([torch.nn.Parameter(torch.ones(2, 2))], **{"lr": 0.1, **kwargs})
+
+
+def test_timm_lars_is_not_a_drop_in():
+    # without weight decay timm's Lars takes a plain SGD step (no trust ratio unless always_adapt);
+    # solo-learn's LARS, ours, still scales by eta * ||p|| / ||g||
+    from timm.optim import Lars
+
+    steps = []
+    for make in (lambda ps: LARS(ps, lr=0.1), lambda ps: Lars(ps, lr=0.1)):
+        p = torch.nn.Parameter(torch.ones(4))
+        opt = make([p])
+        p.grad = torch.full((4,), 2.0)
+        opt.step()
+        steps.append(1.0 - p.detach())
+    local_lr = 1e-3 * 2.0 / (4.0 + 1e-8)  # eta * ||p|| / (||g|| + eps), the default eta
+    torch.testing.assert_close(steps[0], torch.full((4,), 0.1 * 2.0 * local_lr))
+    torch.testing.assert_close(steps[1], torch.full((4,), 0.1 * 2.0))
