@@ -38,7 +38,7 @@ from solo_ext.backbones.loading import (
     read_checkpoint,
 )
 from solo_ext.config.paths import resolve_weights_path
-from solo_ext.utils.errors import UserError
+from solo_ext.utils.errors import UserError, first_problem
 
 Format = Literal["timm", "hf", "mae"]
 FORMATS = get_args(Format)
@@ -162,7 +162,7 @@ def export(source: str | Path, to: Format, out: str | Path) -> Path:
         ),
         (not args_path.is_file(), f"{ckpt_path}: no args.json beside it, so the architecture is unknown"),
     )
-    problem = next((message for wrong, message in problems if wrong), None)
+    problem = first_problem(problems)
     if problem is not None:
         raise ExportError(problem)
     args = json.loads(args_path.read_text())

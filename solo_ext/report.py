@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from solo_ext.eval.diagnostics import atomic_output
-from solo_ext.utils.errors import UserError
+from solo_ext.utils.errors import UserError, first_problem
 
 # Keys that say where or how a run was kept, not what it trained: never a grouping key.
 NOT_CONFIG = (
@@ -360,7 +360,8 @@ def make_report(dirs: Sequence[Path], out: Path | None = None, baseline: str | N
     out = Path(out) if out is not None else dirs[0]
     base = parse_baseline(baseline)
     missing = [str(d) for d in dirs if not d.is_dir()]
-    runs = load_runs(dirs)
+    # the runs are read only when the arguments pass (their rows come first below)
+    runs = [] if missing or (baseline is not None and base is None) else load_runs(dirs)
     groups, varying = group_runs(runs)
     base_groups = [g for g in groups if base is not None and matches(g["config"], *base)]
     problems = (
@@ -376,7 +377,7 @@ def make_report(dirs: Sequence[Path], out: Path | None = None, baseline: str | N
             f"(varying keys: {', '.join(varying) or 'none'})",
         ),
     )
-    problem = next((message for wrong, message in problems if wrong), None)
+    problem = first_problem(problems)
     if problem is not None:
         raise ReportError(problem)
     (header, rows, raw), paired = build_tables(groups, varying, base_groups[0] if base else None)

@@ -20,7 +20,7 @@ from torch.utils.data import Dataset
 from torchvision.datasets.folder import IMG_EXTENSIONS
 
 from solo_ext.data.decode import decode_rgb_tensor, decoding, read_bytes
-from solo_ext.utils.errors import DataError
+from solo_ext.utils.errors import DataError, first_problem
 
 IMAGE_EXTENSIONS = tuple(IMG_EXTENSIONS)
 
@@ -110,9 +110,8 @@ class ImageSamples(Dataset):
 
 def _refuse(root: str | os.PathLike | None, key: str, problems: Iterable[tuple[object, str]]) -> None:
     """The one error of the folder readers: ``DataError("<key>=<root>: <message>")`` for the
-    first ``(wrong, message)`` of ``problems`` whose ``wrong`` is truthy; a reader lists its
-    checks in the order a user should fix them."""
-    problem = next((message for wrong, message in problems if wrong), None)
+    first of ``problems`` that holds (see :func:`first_problem`)."""
+    problem = first_problem(problems)
     if problem is not None:
         shown = None if root is None else str(root)
         raise DataError(f"{key}={shown!r}: {problem}")

@@ -1,9 +1,16 @@
 """Errors every layer may raise (the config layer's own, ``ConfigError``, is in ``solo_ext.config``)."""
 
+from collections.abc import Iterable
 from typing import Any
 
 # the value of a FieldError that names a key, not a value (e.g. "missing")
 NO_VALUE = object()
+
+
+def first_problem(checks: Iterable[tuple[object, str]]) -> str | None:
+    """The message of the first ``(wrong, message)`` of ``checks`` whose ``wrong`` is truthy, or
+    None: a reader lists its checks in the order a user should fix them and raises once."""
+    return next((message for wrong, message in checks if wrong), None)
 
 
 class UserError(Exception):
