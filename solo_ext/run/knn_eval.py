@@ -11,7 +11,7 @@ from __future__ import annotations
 import csv
 import itertools
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import torch
@@ -55,22 +55,18 @@ def find_checkpoint(run_dir: str | os.PathLike | None, checkpoint: str | os.Path
 
 
 def backbone_for(
-    checkpoint: Path, name: str | None = None, kwargs: dict | None = None
-) -> tuple[MaskedViT, dict | None]:
+    checkpoint: Path, saved: Mapping, name: str | None = None, kwargs: dict | None = None
+) -> MaskedViT:
     """Build the backbone the checkpoint was trained with and load it strictly.
 
-    The name and kwargs come from ``name``/``kwargs`` when given, else from the ``args.json``
-    beside the checkpoint (``kwargs`` then override the saved ones).
-
-    Returns:
-        (backbone with the weights loaded, the run's args.json or None).
+    The name and kwargs come from ``name``/``kwargs`` when given, else from ``saved``, the
+    ``args.json`` beside the checkpoint (``kwargs`` then override the saved ones).
 
     Raises:
         ConfigError: no backbone name given and none saved, or bad kwargs.
         CheckpointError: unreadable checkpoint, or one that does not fit (keys listed).
     """
-    saved = saved_run_args(checkpoint, key="--checkpoint")
-    saved_backbone = (saved or {}).get("backbone") or {}
+    saved_backbone = saved.get("backbone") or {}
     if name is None:
         name = saved_backbone.get("name")
         kwargs = {**(saved_backbone.get("kwargs") or {}), **(kwargs or {})}
@@ -78,7 +74,7 @@ def backbone_for(
     arch = validate(Backbone, {"name": name, "kwargs": kwargs or {}}, renames=BACKBONE_FLAGS)
     backbone = build_backbone(arch.name, arch.kwargs.given())
     load_backbone_weights(backbone, checkpoint)
-    return backbone, saved
+    return backbone
 
 
 @torch.no_grad()
@@ -207,7 +203,7 @@ def run_knn(
         "data_fraction": data_fraction,
     }
     settings = validate(OfflineKNN, given, renames=OfflineKNN.flags())
-    model, _ = backbone_for(ckpt, backbone, backbone_kwargs)
+    model = backbone_for(ckpt, saved, backbone, backbone_kwargs)
 
     _, val_transform = prepare_transforms(dataset, model.img_size)
     train_ds, val_ds = prepare_classification_datasets(
