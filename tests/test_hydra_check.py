@@ -84,3 +84,14 @@ def test_split_argv_refuses_in_one_line(words, message):
 
 def test_split_argv_reads_both_flag_forms():
     assert split_argv(["-cp", "here", "--config-name=mae.yaml", "seed=1"]) == ("here", "mae.yaml", ["seed=1"])
+
+
+def test_check_composition_leaves_hydra_options_to_hydra_and_reads_both_flag_forms():
+    from solo_ext.run.hydra_check import check_composition
+
+    recipes = ROOT / "scripts" / "pretrain" / "digits"
+    # a multirun (or --help, --cfg) is Hydra's: nothing is composed here, even with a bad key
+    check_composition(["-m", "--config-name", "mae.yaml", "no_such_key=1"], recipes, ROOT)
+    with pytest.raises(SystemExit) as info:
+        check_composition(["-cn=mae.yaml", "no_such_key=1"], recipes, ROOT)
+    assert info.value.code == 2

@@ -104,16 +104,10 @@ def resolve_dir(config_path: str | None, default: Path, script_dir: Path) -> Pat
 def check_composition(argv: list[str], default_dir: Path, script_dir: Path) -> None:
     """Compose the config the command line asks for; on a composition error print one line and
     exit with 2. Leaves multiruns, Hydra's own flags and a missing --config-name to Hydra."""
-    own = _NAME_FLAGS + _PATH_FLAGS
-    if any(
-        w.startswith("-") and w not in own and not w.startswith(("--config-name=", "--config-path="))
-        for w in argv
-    ):
-        return  # -m, --help, --cfg, ...: Hydra's
     try:
         config_path, config_name, overrides = split_argv(list(argv))
     except ConfigError:
-        return
+        return  # -m, --help, --cfg, ...: any option split_argv does not take is Hydra's
     if config_name is None:
         return
     with exit_on_user_error():
