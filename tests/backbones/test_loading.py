@@ -50,12 +50,19 @@ def mae_pretrain_state_dict(src: torch.nn.Module) -> dict:
     return sd
 
 
-def test_mae_format_loads_with_identical_features(tmp_path):
-    src, dst = tiny_vit(0), tiny_vit(1)
+def saved_mae_pretrain(tmp_path, src, dst):
+    """``src`` saved as facebookresearch/mae's pretraining checkpoint, and a batch on which
+    ``dst`` (not yet loaded) computes other features; (path, batch)."""
     path = tmp_path / "mae_pretrain.pth"
     torch.save({"model": mae_pretrain_state_dict(src)}, path)
     x = torch.randn(2, 3, 32, 32)
     assert not torch.allclose(src(x), dst(x))
+    return path, x
+
+
+def test_mae_format_loads_with_identical_features(tmp_path):
+    src, dst = tiny_vit(0), tiny_vit(1)
+    path, x = saved_mae_pretrain(tmp_path, src, dst)
 
     report = load_backbone_weights(dst, path)
 
@@ -226,10 +233,7 @@ def tiny_masked_vit(seed: int, img_size: int = 32) -> MaskedViT:
 
 def test_mae_checkpoint_of_timm_vit_gives_same_features_in_masked_vit(tmp_path):
     src, dst = tiny_vit(0), tiny_masked_vit(1)
-    path = tmp_path / "mae_pretrain.pth"
-    torch.save({"model": mae_pretrain_state_dict(src)}, path)
-    x = torch.randn(2, 3, 32, 32)
-    assert not torch.allclose(src(x), dst(x))
+    path, x = saved_mae_pretrain(tmp_path, src, dst)
 
     assert load_backbone_weights(dst, path)["format"] == "mae"
 
