@@ -235,14 +235,18 @@ class PremadeBatches(Dataset):
         return self.batches[index]
 
 
-def lightning_seconds(args, cfg_dict: dict, batches: list) -> float:
-    """Seconds for ``args.steps`` training steps of a real ``Trainer.fit``, after the warm-up."""
-    cfg = parse_cfg(cfg_dict)
+def lightning_seconds(args, cfg_dict: dict, batches: list, plugins: list | None = None, fitted=None) -> float:
+    """Seconds for ``args.steps`` training steps of a real ``Trainer.fit``, after the warm-up.
+    ``plugins``: handed to the Trainer (build_trainer's seam); ``fitted``: a list that receives
+    the trained model."""
+    cfg = parse_cfg(cfg_dict, plugins)
     model = build_model(cfg)
     timer = StepTimer(args.torch_device, args.warmup)
     run_dir = Path(tempfile.mkdtemp(dir=args.workdir))
-    trainer = build_trainer(cfg, run_dir, run_dir.name, [timer])
+    trainer = build_trainer(cfg, run_dir, run_dir.name, [timer], plugins)
     trainer.fit(model, DataLoader(PremadeBatches(batches), batch_size=None))
+    if fitted is not None:
+        fitted.append(model)
     if len(timer.ends) != args.warmup + args.steps:
         raise RuntimeError(f"Lightning ran {len(timer.ends)} steps, expected {args.warmup + args.steps}")
     return timer.timed_seconds()

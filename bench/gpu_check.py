@@ -13,6 +13,9 @@ What it prints as a table and writes as JSON (``--out``, default ``gpu_check.jso
 3. peak GPU memory of each variant;
 4. each regularizer's step-time ratio to plain MAE (uniformity, TCR, MAGMA), eager;
 5. 200 steps with all three regularizers on, finite (the non-finite guard would stop the run);
+   the same steps at ``16-mixed`` (fp16 with torch's GradScaler, as on V100/T4 GPUs): finite, and
+   how many steps the scaler skipped and its final scale (on the CPU, ``--smoke`` injects
+   Lightning's MixedPrecision plugin with a CPU GradScaler, the same code);
 6. the share of step time spent waiting for data with the real loader (solo_ext's image_folder
    pipeline, PIL + workers) on generated JPEGs of ImageNet size;
 7. when two GPUs are present, one 2-process DDP fit of ``main_pretrain.py`` on those JPEGs.
@@ -35,6 +38,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from lightning.pytorch.plugins.precision import MixedPrecision
 from omegaconf import OmegaConf
 from PIL import Image
 
@@ -127,6 +131,29 @@ def timed_fit(args, regularizers: dict | None, compiled: bool, steps: int | None
     seconds = lightning_seconds(run_args, cfg, device_batches(args, run_args.warmup + run_args.steps))
     peak = torch.cuda.max_memory_allocated() / 2**30 if args.torch_device.type == "cuda" else None
     return {"images_per_s": run_args.steps * args.batch_size / seconds, "peak_gib": peak}
+
+
+def fp16_check(args, regularizers: dict) -> dict:
+    """All regularizers at ``16-mixed`` for ``args.finite_steps`` steps with a real GradScaler (on
+    the CPU through Lightning's plugin); the guard raises if a loss or the scaler diverges."""
+    run_args = copy.copy(args)
+    run_args.precision, run_args.steps = "16-mixed", args.finite_steps
+    cfg = bench_cfg(run_args, args.parts, "mae-reg", regularizers)
+    plugins = None
+    if args.torch_device.type != "cuda":
+        plugins = [MixedPrecision("16-mixed", "cpu", scaler=torch.amp.GradScaler("cpu"))]
+    fitted: list = []
+    batches = device_batches(args, run_args.warmup + run_args.steps)
+    seconds = lightning_seconds(run_args, cfg, batches, plugins, fitted)
+    guard = fitted[0].guard
+    logs = guard.scaler_logs()
+    return {
+        "steps": run_args.warmup + run_args.steps,
+        "finite": True,
+        "images_per_s": run_args.steps * args.batch_size / seconds,
+        "skipped_steps": int(logs["amp_skipped_steps"]) if logs else 0,
+        "final_scale": float(logs["amp_scale"]) if logs else None,
+    }
 
 
 def largest_batch(args) -> int:
@@ -251,6 +278,7 @@ def run(args) -> dict:
     long_steps = args.finite_steps
     finite = timed_fit(args, all_three, compiled=False, steps=long_steps)  # the guard raises if not
     results["all_regularizers"] = {"steps": long_steps + args.warmup, "finite": True, **finite}
+    results["fp16"] = fp16_check(args, all_three)
 
     folder = args.workdir / "jpegs"
     write_jpeg_folder(folder, args.jpegs, *args.jpeg_size)
@@ -292,6 +320,13 @@ def format_table(r: dict) -> str:
         (
             f"{r['all_regularizers']['steps']} steps, all three regularizers",
             "finite" if r["all_regularizers"]["finite"] else "NOT finite",
+        )
+    )
+    fp16 = r["fp16"]
+    rows.append(
+        (
+            f"{fp16['steps']} steps at 16-mixed (GradScaler), all three regularizers",
+            f"finite, {fp16['skipped_steps']} skipped, scale {fmt(fp16['final_scale'], 'g')}",
         )
     )
     loader = r["loader"]

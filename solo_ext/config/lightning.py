@@ -74,8 +74,12 @@ def _quiet() -> Iterator[None]:
             logger.setLevel(level)
 
 
-def _trainer(flags: Mapping[str, Any]) -> Trainer:
+def _trainer(flags: Mapping[str, Any], plugins: list | None = None) -> Trainer:
     flags = {**flags}
+    if plugins:
+        # a precision plugin given with the Trainer (build_trainer's test seam) sets the precision
+        flags.pop("precision", None)
+        flags["plugins"] = plugins
     if "devices" in flags:
         flags["devices"] = lightning_devices(flags.get("accelerator", "auto"), flags["devices"])
     with _quiet():
@@ -88,9 +92,12 @@ def _trainer(flags: Mapping[str, Any]) -> Trainer:
         )
 
 
-def resolve_trainer(flags: Mapping[str, Any]) -> Resolved:
+def resolve_trainer(flags: Mapping[str, Any], plugins: list | None = None) -> Resolved:
     """Lightning's world size and precision for ``flags`` (the :data:`RESOLVED_KEYS` of a
-    validated config, precision in Lightning's canonical spelling).
+    validated config, precision in Lightning's canonical spelling). ``plugins``: Lightning
+    plugins the run's Trainer will get (:func:`solo_ext.run.pretrain.build_trainer`'s seam, e.g.
+    ``MixedPrecision("16-mixed", "cpu", scaler=...)`` to run fp16 with a real GradScaler on the
+    CPU); its precision must then be the one ``flags`` name.
 
     Raises:
         ConfigError: Lightning refuses a value (no such accelerator here, devices it cannot parse
@@ -99,7 +106,7 @@ def resolve_trainer(flags: Mapping[str, Any]) -> Resolved:
     """
     flags = {key: flags[key] for key in RESOLVED_KEYS}
     try:
-        trainer = _trainer(flags)
+        trainer = _trainer(flags, plugins)
     except _REFUSALS as err:
         key = _refused_key(flags)
         reason = _reason(err, key, max(_MAX_LINE - len(f"{key}={flags[key]!r}: "), 80))

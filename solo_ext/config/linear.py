@@ -38,7 +38,7 @@ from solo_ext.utils.errors import NO_VALUE
 RUN_FOLDER = "linear"
 
 
-def parse_cfg(cfg: DictConfig | Mapping) -> DictConfig:
+def parse_cfg(cfg: DictConfig | Mapping, plugins: list | None = None) -> DictConfig:
     """Fill defaults, validate and derive keys. Returns a new, resolved DictConfig.
 
     Derived: ``mode`` and ``finetune`` (consistent), ``backbone`` (completed from args.json),
@@ -65,7 +65,7 @@ def parse_cfg(cfg: DictConfig | Mapping) -> DictConfig:
         saved = saved_run_args(path)
     _follow_run(raw, saved or {})
     top = validate(LinearConfig, raw)
-    trainer = derive_trainer(top)
+    trainer = derive_trainer(top, plugins)
 
     out = top.model_dump()
     out["backbone"] = top.backbone.dump()

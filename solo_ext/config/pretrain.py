@@ -23,12 +23,13 @@ from solo_ext.data.info import num_classes_of
 from solo_ext.schedulers.weights import build_weight_schedule
 
 
-def parse_cfg(cfg: DictConfig | Mapping) -> DictConfig:
-    """Fill defaults, validate and derive keys. Returns a new, resolved DictConfig."""
+def parse_cfg(cfg: DictConfig | Mapping, plugins: list | None = None) -> DictConfig:
+    """Fill defaults, validate and derive keys. Returns a new, resolved DictConfig. ``plugins``:
+    the Lightning plugins the run's Trainer gets (see :func:`resolve_trainer`)."""
     raw = plain_config(cfg)
     mk_raw, renames = magma_flat_keys(raw.get("method_kwargs", {}), raw.get("method"))
     top = validate(PretrainConfig, {**raw, "method_kwargs": mk_raw if isinstance(mk_raw, dict) else {}})
-    trainer = derive_trainer(top)
+    trainer = derive_trainer(top, plugins)
     mk = validate(
         METHOD_KWARGS[top.method], mk_raw, "method_kwargs", context=top.backbone.context(), renames=renames
     )
@@ -55,10 +56,10 @@ def parse_cfg(cfg: DictConfig | Mapping) -> DictConfig:
     return OmegaConf.create(out)
 
 
-def derive_trainer(run: _Run) -> dict[str, Any]:
+def derive_trainer(run: _Run, plugins: list | None = None) -> dict[str, Any]:
     """What Lightning makes of the run's Trainer keys (see :func:`resolve_trainer`): the number of
     processes (``world_size``) and the precision it computes at, the start of ``derived``."""
-    resolved = resolve_trainer({key: getattr(run, key) for key in RESOLVED_KEYS})
+    resolved = resolve_trainer({key: getattr(run, key) for key in RESOLVED_KEYS}, plugins)
     return {"world_size": resolved.world_size, "precision": resolved.precision}
 
 
@@ -111,6 +112,8 @@ def knn_protocol(features: str, knn: Mapping, batches: str) -> str:
     """One line naming a weighted-kNN protocol: features, k, T, distance and bank (``batches``
     describes the caller's training batches, for ``bank: batches``)."""
     bank = batches if knn["bank"] == "batches" else "clean training set through the val transform"
+    if knn["bank"] == "batches" and knn.get("max_bank") is not None:
+        bank += f", a uniform sample of at most {knn['max_bank']} rows per process"
     temperature = f", T {knn['T']}" if knn["distance_func"] == "cosine" else ""
     distance = knn["distance_func"]
     return f"weighted kNN on {features} features, k {knn['k']}{temperature}, {distance}; bank: {bank}"

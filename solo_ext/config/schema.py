@@ -16,6 +16,7 @@ import os
 from functools import cache
 from typing import Annotated, Any, ClassVar, Literal, get_args
 
+import torch
 from lightning.pytorch.trainer.connectors.accelerator_connector import _PRECISION_INPUT_STR
 from pydantic import Field, create_model, field_validator, model_validator
 
@@ -24,9 +25,11 @@ from solo_ext.data.augmentations import AugmentationSpec, crop_size_of
 from solo_ext.data.dali import INSTALL_HINT, dali_installed, dali_unsupported
 from solo_ext.data.info import DATASETS
 from solo_ext.data.loaders import DATA_FORMATS, image_backend
+from solo_ext.optim.factory import OPTIMIZERS as OPTIMIZERS_BY_NAME
+from solo_ext.optim.factory import build_optimizer
 from solo_ext.regularizers import REGULARIZERS
 from solo_ext.utils.declared import Declared, Rule, number_in
-from solo_ext.utils.errors import NO_VALUE
+from solo_ext.utils.errors import NO_VALUE, FieldError
 
 
 def available_cpus() -> int:
@@ -180,6 +183,39 @@ class Backbone(Declared):
         return {"name": self.name, "kwargs": self.kwargs.given()}
 
 
+def optimizer_refusal(name: str, lr: float, weight_decay: float, kwargs: dict[str, Any]) -> str | None:
+    """Why the real optimizer (torch's, or our LARS) refuses these keywords, in one line, or
+    None: it is built on a dummy parameter and takes one step, which is where some keywords are
+    first read."""
+    param = torch.nn.Parameter(torch.zeros(2))
+    param.grad = torch.ones(2)
+    try:
+        build_optimizer(name, [{"params": [param]}], lr, weight_decay, kwargs).step()
+    except (TypeError, ValueError, IndexError, RuntimeError, KeyError, AttributeError) as err:
+        errors = getattr(err, "errors", None)  # pydantic's (LARS's declared arguments): the first
+        text = errors()[0]["msg"] if callable(errors) else str(err)
+        return " ".join(f"{type(err).__name__}: {text}".split())
+    return None
+
+
+def refused_keyword(
+    name: str, lr: float, weight_decay: float, kwargs: dict[str, Any], given
+) -> FieldError | None:
+    """The one-line error for the keyword the optimizer refuses (the one whose removal makes it
+    work, the user's keys tried first), naming the optimizer's default for it; None if none."""
+    refusal = optimizer_refusal(name, lr, weight_decay, kwargs)
+    if refusal is None:
+        return None
+    for key in [*given, *(k for k in kwargs if k not in given)]:
+        if optimizer_refusal(name, lr, weight_decay, {n: v for n, v in kwargs.items() if n != key}) is None:
+            default = inspect.signature(OPTIMIZERS_BY_NAME[name].__init__).parameters.get(key)
+            hint = "" if default is None else f" (its default: {default.default!r})"
+            return FieldError(
+                f"kwargs.{key}", kwargs[key], f"the {name} optimizer refuses it: {refusal}{hint}"
+            )
+    return FieldError("kwargs", kwargs, f"the {name} optimizer refuses them: {refusal}")
+
+
 class _OptimizerBase(Declared):
     name: Literal[OPTIMIZERS]
     batch_size: PositiveInt
@@ -190,7 +226,11 @@ class _OptimizerBase(Declared):
 
     @model_validator(mode="after")
     def _solo_learn_kwargs(self) -> _OptimizerBase:
-        self.kwargs = {**OPTIMIZER_KWARGS_DEFAULTS.get(self.name, {}), **self.kwargs}
+        given = self.kwargs
+        self.kwargs = {**OPTIMIZER_KWARGS_DEFAULTS.get(self.name, {}), **given}
+        error = refused_keyword(self.name, self.lr, self.weight_decay, self.kwargs, given)
+        if error is not None:
+            raise error
         return self
 
 
@@ -233,6 +273,9 @@ class KNN(Declared):
     T: Positive = 0.07
     distance_func: Literal["cosine", "euclidean"] = "euclidean"
     bank: Literal[KNN_BANKS] = "batches"
+    # bank: batches keeps at most this many rows per process, a uniform sample of the epoch's
+    # training features (None: the whole epoch)
+    max_bank: PositiveInt | None = None
 
 
 class Checkpoint(Declared):

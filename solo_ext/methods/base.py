@@ -11,7 +11,6 @@ import random
 from abc import ABCMeta, abstractmethod
 from typing import Any
 
-import lightning.pytorch as pl
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -22,6 +21,7 @@ from solo_ext.backbones import build_backbone
 from solo_ext.data.info import dataset_mean_std
 from solo_ext.data.tensor_pipeline import crop_stats, normalize_images
 from solo_ext.eval.online import OnlineEvaluation
+from solo_ext.methods.guarded import GuardedModule
 from solo_ext.optim.factory import build_optimizer, build_param_groups, lightning_lr_schedule
 from solo_ext.utils.nonfinite import NonFiniteGuard
 from solo_ext.utils.seeds import epoch_seed
@@ -46,7 +46,7 @@ def accuracy_at_k(logits: torch.Tensor, targets: torch.Tensor, top_k=(1, 5)) -> 
     return [correct[:, : min(k, maxk)].any(dim=1).float().mean() * 100 for k in top_k]
 
 
-class BaseMethod(pl.LightningModule, metaclass=ABCMeta):
+class BaseMethod(GuardedModule, metaclass=ABCMeta):
     def __init__(self, cfg: DictConfig):
         super().__init__()
         self.cfg = cfg
@@ -161,24 +161,6 @@ class BaseMethod(pl.LightningModule, metaclass=ABCMeta):
         self.guard.observe(total, logs)
         return total
 
-    # ----------------------------------------------------------------- non-finite guard
-    def on_before_optimizer_step(self, optimizer) -> None:
-        # after backward, before the update: a non-finite loss or gradient never reaches the
-        # weights (fused Adam/AdamW skip the update on the device, others step on zero gradients)
-        self.guard.protect(optimizer, self.global_step)
-
-    def on_train_batch_end(self, outputs, batch, batch_idx) -> None:
-        # the host reads the guard's flag only where Lightning reads the logged values anyway
-        if (self.global_step % self.trainer.log_every_n_steps) == 0:
-            self.guard.raise_if_tripped(self.current_epoch)
-
-    def on_train_epoch_end(self) -> None:
-        self.guard.raise_if_tripped(self.current_epoch)
-
-    def on_save_checkpoint(self, checkpoint) -> None:
-        # no checkpoint is written after a skipped update: the last one stays the last good one
-        self.guard.raise_if_tripped(self.current_epoch)
-
     def seed_epoch(self) -> None:
         """Every random draw of an epoch (masks, crops, shuffling, drop-path) follows from (seed,
         epoch, rank): a run resumed from an epoch's checkpoint repeats exactly what the
@@ -189,13 +171,19 @@ class BaseMethod(pl.LightningModule, metaclass=ABCMeta):
         if generator is not None:
             generator.manual_seed(epoch_seed(self.cfg.seed, self.current_epoch, self.global_rank))
 
-    def on_train_epoch_start(self):
+    def start_epoch(self) -> None:
         self.seed_epoch()
+        self.online.start_train_epoch(
+            self.trainer, epoch_seed(self.cfg.seed, self.current_epoch, self.global_rank)
+        )
+
+    def on_train_epoch_start(self):
+        self.start_epoch()
 
     def on_train_start(self):
         # Lightning skips on_train_epoch_start for the epoch a run resumes into when the
-        # checkpoint was written at an epoch's end, so seed here as well (same seed, idempotent).
-        self.seed_epoch()
+        # checkpoint was written at an epoch's end, so start here as well (idempotent).
+        self.start_epoch()
 
     # ----------------------------------------------------------------- validation
     def validation_step(self, batch, batch_idx, dataloader_idx: int = VAL_SET):

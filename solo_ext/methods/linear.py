@@ -23,7 +23,6 @@ whose targets are not single labels), ``val_loss``, ``val_acc1``, ``val_acc5``, 
 
 from __future__ import annotations
 
-import lightning.pytorch as pl
 import torch
 import torch.nn.functional as F
 from omegaconf import DictConfig, OmegaConf
@@ -37,7 +36,10 @@ from solo_ext.data.info import dataset_mean_std
 from solo_ext.data.tensor_pipeline import normalize_images
 from solo_ext.eval.online import OnlineEvaluation
 from solo_ext.methods.base import KNN_TRAIN_SET, VAL_SET, accuracy_at_k
+from solo_ext.methods.guarded import GuardedModule
 from solo_ext.optim.factory import build_optimizer, build_param_groups, lightning_lr_schedule
+from solo_ext.utils.nonfinite import NonFiniteGuard
+from solo_ext.utils.seeds import epoch_seed
 
 
 def trainable_modules(backbone: MaskedViT, mode: str, partial_blocks: float | None = None) -> list[nn.Module]:
@@ -83,7 +85,7 @@ def layer_decay_scales(depth: int, layer_decay: float) -> list[float]:
     return [layer_decay ** (depth + 1 - layer) for layer in range(depth + 2)]
 
 
-class LinearModel(pl.LightningModule):
+class LinearModel(GuardedModule):
     """A backbone and a classification head, trained as ``cfg.mode`` says (module docstring).
 
     Args:
@@ -131,6 +133,7 @@ class LinearModel(pl.LightningModule):
         self.online = OnlineEvaluation(
             cfg.knn_eval, self.num_classes, cfg.diagnostics.max_samples if cfg.diagnostics.enabled else None
         )
+        self.guard = NonFiniteGuard()
         # uint8 batches of the tensor and DALI back-ends are normalised on the device with the
         # dataset's statistics (those of prepare_transforms); not persistent, checkpoint keys stay
         mean, std = dataset_mean_std(cfg.data.dataset)
@@ -180,7 +183,13 @@ class LinearModel(pl.LightningModule):
             self.online.bank_batch(feats, targets)
         logs["train_loss"] = loss.detach()
         self.log_dict(logs, on_step=True, on_epoch=True, sync_dist=True, batch_size=targets.size(0))
+        self.guard.observe(loss, logs)
         return loss
+
+    def on_train_epoch_start(self):
+        self.online.start_train_epoch(
+            self.trainer, epoch_seed(self.cfg.seed, self.current_epoch, self.global_rank)
+        )
 
     # ----------------------------------------------------------------- validation
     def validation_step(self, batch, batch_idx, dataloader_idx: int = VAL_SET):

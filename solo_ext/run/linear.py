@@ -25,6 +25,8 @@ from solo_ext.run.pretrain import (
     build_trainer,
     check_not_multirun_ddp,
     finish_run,
+    knn_bank_line,
+    record_knn_bank,
     resolve_run,
 )
 from solo_ext.utils.checkpointer import Checkpointer, find_resumable
@@ -134,8 +136,9 @@ def resolve_linear_run(cfg: DictConfig) -> tuple[str, str | None]:
     return resolve_run(without_auto)
 
 
-def run_linear(raw_cfg: DictConfig) -> pl.Trainer:
-    cfg = parse_cfg(raw_cfg)
+def run_linear(raw_cfg: DictConfig, plugins: list | None = None) -> pl.Trainer:
+    """``main_linear.py`` on a composed config; ``plugins``: see :func:`build_trainer`."""
+    cfg = parse_cfg(raw_cfg, plugins)
     check_not_multirun_ddp(cfg)
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     # every error a user can cause (bad weights, missing data) surfaces before a file is written
@@ -147,10 +150,11 @@ def run_linear(raw_cfg: DictConfig) -> pl.Trainer:
     run_dir = Path(cfg.checkpoint.dir) / cfg.method / run_id
 
     model = LinearModel(backbone, cfg)
+    record_knn_bank(cfg, train_loader, backbone.num_features)
     checkpointer = Checkpointer(
         cfg, run_dir, run_id, frequency=cfg.checkpoint.frequency, keep_prev=cfg.checkpoint.keep_prev
     )
-    trainer = build_trainer(cfg, run_dir, run_id, [checkpointer] if cfg.checkpoint.enabled else [])
+    trainer = build_trainer(cfg, run_dir, run_id, [checkpointer] if cfg.checkpoint.enabled else [], plugins)
     if not cfg.checkpoint.enabled and trainer.is_global_zero:
         checkpointer.save_args()  # args.json beside the logs even without checkpoints
     if trainer.is_global_zero:
@@ -161,6 +165,8 @@ def run_linear(raw_cfg: DictConfig) -> pl.Trainer:
             f"{derived.world_size} process(es), global batch {derived.global_batch_size}, "
             f"lr {cfg.optimizer.lr} x {derived.lr_scale:g} = {derived.lr:.3g} -> {run_dir}"
         )
+        for line in knn_bank_line(cfg):
+            print(line)
     trainer.fit(model, train_loader, val_loaders, ckpt_path=ckpt_path)
     if trainer.is_global_zero:
         finish_run(cfg, run_dir)

@@ -28,6 +28,7 @@ from solo_ext.data import (
 from solo_ext.data.dali import dali_classification_loader, dali_pretrain_loader
 from solo_ext.data.loaders import classification_transforms, image_backend, pretrain_transform
 from solo_ext.eval.callbacks import PicturesCallback
+from solo_ext.eval.online import bank_size
 from solo_ext.methods import METHODS
 from solo_ext.results import collect_results, format_summary, write_results
 from solo_ext.utils.checkpointer import Checkpointer, find_resumable, new_run_id
@@ -123,7 +124,13 @@ def resolve_run(cfg: DictConfig) -> tuple[str, str | None]:
     return new_run_id(method_dir), None
 
 
-def build_trainer(cfg: DictConfig, run_dir: Path, run_id: str, callbacks: list) -> pl.Trainer:
+def build_trainer(
+    cfg: DictConfig, run_dir: Path, run_id: str, callbacks: list, plugins: list | None = None
+) -> pl.Trainer:
+    """The run's Trainer from its config. ``plugins`` (a seam for tests and embedding code):
+    Lightning plugins handed to the Trainer as they are; a precision plugin among them replaces
+    the ``precision`` key, e.g. ``MixedPrecision("16-mixed", "cpu", scaler=GradScaler("cpu"))``
+    runs Lightning's and torch's fp16 code with a real GradScaler on the CPU."""
     quiet_libraries()
     if torch.cuda.is_available():
         # TF32 tensor cores for float32 matmuls (the parts autocast leaves in float32)
@@ -156,6 +163,9 @@ def build_trainer(cfg: DictConfig, run_dir: Path, run_id: str, callbacks: list) 
     # Metric states reset inside trainer.validate would otherwise become inference tensors that the
     # no_grad validation of fit may not update.
     kwargs.setdefault("inference_mode", False)
+    if plugins:
+        kwargs.pop("precision", None)
+        kwargs["plugins"] = plugins
     callbacks = [LearningRateMonitor(logging_interval="step"), *callbacks]  # + Lightning's progress bar
     return pl.Trainer(logger=loggers, callbacks=callbacks, enable_checkpointing=False, **kwargs)
 
@@ -175,6 +185,38 @@ def check_not_multirun_ddp(cfg: DictConfig) -> None:
         )
 
 
+def record_knn_bank(cfg: DictConfig, train_loader, dim: int) -> None:
+    """``derived.knn_bank``: the most the online kNN's ``batches`` bank holds per process (rows,
+    bytes, and bytes after its cross-process gather), from the loader's length before the run."""
+    batches = len(train_loader)
+    limit = cfg.get("limit_train_batches")
+    if isinstance(limit, int) and not isinstance(limit, bool):
+        batches = min(batches, limit * cfg.derived.world_size)
+    elif isinstance(limit, float):
+        batches = int(batches * limit)
+    crops = cfg.data.get("num_large_crops", 1)
+    cfg.derived.knn_bank = bank_size(
+        cfg.knn_eval,
+        batches,
+        cfg.optimizer.batch_size,
+        crops,
+        cfg.derived.world_size,
+        dim,
+        cfg.derived.precision,
+    )
+
+
+def knn_bank_line(cfg: DictConfig) -> list[str]:
+    bank = cfg.derived.get("knn_bank")
+    if not bank:
+        return []
+    return [
+        f"online kNN bank: at most {bank.rows:,} rows per process, {bank.bytes / 2**20:.1f} MiB "
+        f"({bank.bytes_gathered / 2**20:.1f} MiB on each process after the gather over "
+        f"{cfg.derived.world_size} process(es)); knn_eval.max_bank caps the rows"
+    ]
+
+
 def regularizer_lines(cfg: DictConfig) -> list[str]:
     """Start-up lines: each regularizer's batch and weight, the online protocols, and one warning
     when gradient accumulation meets a regularizer computed on the batch."""
@@ -186,6 +228,7 @@ def regularizer_lines(cfg: DictConfig) -> list[str]:
         for name, info in derived.regularizers.items()
     ]
     lines += [f"{name}: {text}" for name, text in derived.protocols.items()]
+    lines += knn_bank_line(cfg)
     if cfg.accumulate_grad_batches > 1 and derived.regularizers:
         lines.append(
             f"WARNING: accumulate_grad_batches={cfg.accumulate_grad_batches} does not enlarge the batch "
@@ -195,8 +238,9 @@ def regularizer_lines(cfg: DictConfig) -> list[str]:
     return lines
 
 
-def run_pretrain(raw_cfg: DictConfig) -> pl.Trainer:
-    cfg = parse_cfg(raw_cfg)
+def run_pretrain(raw_cfg: DictConfig, plugins: list | None = None) -> pl.Trainer:
+    """``main_pretrain.py`` on a composed config; ``plugins``: see :func:`build_trainer`."""
+    cfg = parse_cfg(raw_cfg, plugins)
     check_not_multirun_ddp(cfg)
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     train_loader, val_loaders = build_pretrain_loaders(cfg)
@@ -206,6 +250,7 @@ def run_pretrain(raw_cfg: DictConfig) -> pl.Trainer:
     run_dir = Path(cfg.checkpoint.dir) / cfg.method / run_id
 
     model = METHODS[cfg.method](cfg)
+    record_knn_bank(cfg, train_loader, model.features_dim)
     callbacks = []
     checkpointer = Checkpointer(
         cfg, run_dir, run_id, frequency=cfg.checkpoint.frequency, keep_prev=cfg.checkpoint.keep_prev
@@ -226,7 +271,7 @@ def run_pretrain(raw_cfg: DictConfig) -> pl.Trainer:
                 spectrum_frequency=cfg.diagnostics.spectrum_frequency if cfg.diagnostics.enabled else None,
             )
         )
-    trainer = build_trainer(cfg, run_dir, run_id, callbacks)
+    trainer = build_trainer(cfg, run_dir, run_id, callbacks, plugins)
     if not cfg.checkpoint.enabled and trainer.is_global_zero:
         checkpointer.save_args()  # args.json beside the logs even without checkpoints
     derived = cfg.derived

@@ -18,6 +18,7 @@ ROWS = [
     "step-time ratio + tcr / MAE",
     "step-time ratio + magma / MAE",
     "all three regularizers",
+    "at 16-mixed (GradScaler), all three regularizers",
     "data-wait share, real loader",
     "2-process DDP fit",
 ]
@@ -44,6 +45,9 @@ def test_smoke_run_prints_every_row_and_writes_json(tmp_path):
     assert data["mae"]["flops_per_image"] > 0
     assert set(data["regularizer_step_time_ratio"]) == {"uniformity", "tcr", "magma"}
     assert data["all_regularizers"]["finite"] is True
+    fp16 = data["fp16"]
+    assert fp16["finite"] is True and fp16["steps"] == data["all_regularizers"]["steps"]
+    assert fp16["final_scale"] == 2.0**16 * 0.5 ** fp16["skipped_steps"]  # GradScaler's contract
     assert 0 <= data["loader"]["data_wait_share"] <= 1
     assert data["ddp"] is None  # no GPUs here
     assert elapsed < 180  # under a minute on an idle 2-core machine; slack for a loaded one

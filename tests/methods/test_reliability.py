@@ -71,6 +71,10 @@ BAD = [
     ),
     ("augmentations", [{"crop_size": 32, "horizontal_flip": {"prob": 2.0}}], "horizontal_flip.prob=2.0"),
     ("data.train_path", "/no/such/folder", "/no/such/folder"),
+    # the real optimizer judges its keywords, at construction or at its first step
+    ("optimizer.kwargs", {"betas": [0.9]}, "optimizer.kwargs.betas=[0.9]: the adamw optimizer refuses it"),
+    ("optimizer.kwargs", {"betaz": 0.9}, "optimizer.kwargs.betaz=0.9: the adamw optimizer refuses it"),
+    ("optimizer.kwargs", {"fused": True, "foreach": True}, "the adamw optimizer refuses it"),
 ]
 
 
@@ -91,6 +95,9 @@ CLI_REFUSALS = {
     "method_kwargs.mask_ratio=1.5": "error: method_kwargs.mask_ratio=1.5: must be a number in [0, 1)",
     # Lightning's own refusal (the config layer asks a Trainer), named by the key
     "accelerator=gpu": "error: accelerator='gpu': No supported gpu backend found! (available here: cpu)",
+    # torch's AdamW refuses it (IndexError), before the run folder or wandb files are written
+    "optimizer.kwargs.betas=[0.9]": "error: optimizer.kwargs.betas=[0.9]: the adamw optimizer refuses it: "
+    "IndexError: list index out of range (its default: (0.9, 0.999))",
 }
 
 
