@@ -8,6 +8,14 @@ setup(
     description="Regularized MAE pretraining (U-MAE, M-MAE/TCR, MAGMA) in solo-learn's conventions",
     long_description=Path(__file__).with_name("README.md").read_text(),
     long_description_content_type="text/markdown",
+    license_expression="MIT",
+    license_files=["LICENSE"],
+    classifiers=[
+        "Programming Language :: Python :: 3",
+        "Programming Language :: Python :: 3.11",
+        "Intended Audience :: Science/Research",
+        "Topic :: Scientific/Engineering :: Artificial Intelligence",
+    ],
     python_requires=">=3.10",
     packages=find_packages(include=["solo_ext", "solo_ext.*"]),
     install_requires=[
