@@ -16,7 +16,7 @@ setup(
         "Intended Audience :: Science/Research",
         "Topic :: Scientific/Engineering :: Artificial Intelligence",
     ],
-    python_requires=">=3.10",
+    python_requires=">=3.11",
     packages=find_packages(include=["solo_ext", "solo_ext.*"]),
     install_requires=[
         "torch>=2.4",
@@ -33,6 +33,10 @@ setup(
         "pillow",
         "safetensors>=0.4",
         "scipy>=1.10",
+        # the config layer: Discriminator and Tag (tagged unions of schedules) need 2.5
+        "pydantic>=2.5,<3",
+        # sweep files (solo_ext/run/sweeps.py)
+        "pyyaml>=5.1",
     ],
     extras_require={
         # the tests check exports against the real transformers
