@@ -1,12 +1,23 @@
+import re
 from pathlib import Path
 
 from setuptools import find_packages, setup
 
+HERE = Path(__file__).parent
+
+
+def package_version() -> str:
+    """``__version__`` of solo_ext/__init__.py, read as text: importing the package here would
+    need its dependencies before they are installed."""
+    text = (HERE / "solo_ext" / "__init__.py").read_text()
+    return re.search(r'^__version__ = "([^"]+)"$', text, re.MULTILINE).group(1)
+
+
 setup(
     name="solo-ext",
-    version="0.1.0",
+    version=package_version(),
     description="Regularized MAE pretraining (U-MAE, M-MAE/TCR, MAGMA) in solo-learn's conventions",
-    long_description=Path(__file__).with_name("README.md").read_text(),
+    long_description=(HERE / "README.md").read_text(),
     long_description_content_type="text/markdown",
     license_expression="MIT",
     license_files=["LICENSE"],
