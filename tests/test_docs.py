@@ -1,5 +1,8 @@
-"""The docs stay true: they point only at files the repository has."""
+"""The docs stay true: they point only at files the repository has, and where they restate
+what the code holds, a test compares the two."""
 
+import ast
+import importlib
 import re
 import subprocess
 from pathlib import Path
@@ -64,3 +67,51 @@ def test_markdown_links_name_files_the_repository_has():
             if linked not in present and not (linked.is_dir() and linked.is_relative_to(ROOT)):
                 broken.append(f"{path.relative_to(ROOT)}: {target}")
     assert not broken, "links to files the repository lacks:\n" + "\n".join(broken)
+
+
+# "`NAME` in `path/to/module.py`": a doc saying where something is defined
+DEFINED_IN = re.compile(r"`([A-Za-z_]\w*)` in `([\w/.-]+\.py)`")
+
+
+def module_level_names(path: Path) -> set[str]:
+    names = set()
+    for node in ast.parse(path.read_text()).body:
+        if isinstance(node, ast.FunctionDef | ast.ClassDef):
+            names.add(node.name)
+        elif isinstance(node, ast.Assign):
+            names |= {target.id for target in node.targets if isinstance(target, ast.Name)}
+        elif isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
+            names.add(node.target.id)
+    return names
+
+
+def test_docs_say_where_a_name_is_defined_truly():
+    wrong = []
+    for path, text in tracked_text().items():
+        if path.suffix != ".md":
+            continue
+        for name, module in DEFINED_IN.findall(" ".join(text.split())):
+            if not (ROOT / module).is_file() or name not in module_level_names(ROOT / module):
+                wrong.append(f"{path.relative_to(ROOT)}: {name} in {module}")
+    assert not wrong, "docs place names where they are not defined:\n" + "\n".join(wrong)
+
+
+# README's auto-resume list: "Keys compared (`SHOULD_MATCH` in `<file>`...): `key`, `key`, ..."
+RESUME_KEYS = re.compile(
+    r"Keys compared \(`(?P<name>\w+)` in `(?P<file>[\w/]+)\.py`[^)]*\):(?P<keys>(?:\s*`[^`]+`,?)+)"
+)
+
+
+def test_readme_lists_the_keys_auto_resume_compares():
+    """The README's list of the keys auto-resume compares is the code's list, both ways; the
+    README names the module that holds it."""
+    found = RESUME_KEYS.search(" ".join((ROOT / "README.md").read_text().split()))
+    assert found, "README.md has no 'Keys compared (`SHOULD_MATCH` in `<module>.py`): `key`, ...' list"
+    module = importlib.import_module(found["file"].replace("/", "."))
+    compared = set(getattr(module, found["name"]))
+    listed = re.findall(r"`([^`]+)`", found["keys"])
+    assert len(listed) == len(set(listed)), f"README lists a key twice: {listed}"
+    assert set(listed) == compared, (
+        f"README lists keys auto-resume does not compare: {sorted(set(listed) - compared)}; "
+        f"README omits keys it compares: {sorted(compared - set(listed))}"
+    )
