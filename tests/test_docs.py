@@ -115,3 +115,28 @@ def test_readme_lists_the_keys_auto_resume_compares():
         f"README lists keys auto-resume does not compare: {sorted(set(listed) - compared)}; "
         f"README omits keys it compares: {sorted(compared - set(listed))}"
     )
+
+
+def test_config_reference_is_the_schemas(capsys):
+    """docs/config.md is what `python -m solo_ext.config.reference` prints today."""
+    from solo_ext.config.reference import main
+
+    main()
+    assert (ROOT / "docs" / "config.md").read_text() == capsys.readouterr().out, (
+        "docs/config.md is stale; regenerate it: python -m solo_ext.config.reference > docs/config.md"
+    )
+
+
+def test_config_reference_reads_ranges_choices_and_comments():
+    """The page shows what the schema declares beside each key: a range of number_in, the choices
+    of a literal, a default, the comment above the field, a block of a list in its own table."""
+    from solo_ext.config.reference import build, render
+
+    page = render(build())
+    assert "| `method_kwargs.mask_ratio` | float | `0.75` | in [0, 1) |" in page
+    assert "| `knn_eval.distance_func` | str | `euclidean` | one of `cosine`, `euclidean` |" in page
+    assert "| `compile` | bool | `False` |  | torch.compile the encoder's forward and the decoder" in page
+    assert "| `augmentations` | list of [AugmentationSpec](#augmentationspec) | required |" in page
+    assert "\n## AugmentationSpec\n" in page
+    # the default that depends on the machine is stated, not the number this machine gives
+    assert "| `data.num_workers` | int | min(4, the CPUs this process may use) | >= 0 |" in page

@@ -95,7 +95,8 @@ def unknown_key_text(name: str, allowed: Iterable[str], where: str) -> str:
     hint = did_you_mean(name, allowed)
     if len(allowed) <= 12:
         return f"unknown key; allowed: {', '.join(allowed)}{hint}"
-    return f"unknown key{hint or f'; not one of the {len(allowed)} keys of {where} (README lists them)'}"
+    listing = f"; not one of the {len(allowed)} keys of {where} (docs/config.md lists them)"
+    return f"unknown key{hint or listing}"
 
 
 class Rule(NamedTuple):
