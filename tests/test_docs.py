@@ -140,3 +140,9 @@ def test_config_reference_reads_ranges_choices_and_comments():
     assert "\n## AugmentationSpec\n" in page
     # the default that depends on the machine is stated, not the number this machine gives
     assert "| `data.num_workers` | int | min(4, the CPUs this process may use) | >= 0 |" in page
+
+
+def test_every_docs_page_is_linked_from_the_readme():
+    readme = (ROOT / "README.md").read_text()
+    pages = sorted(path.relative_to(ROOT).as_posix() for path in (ROOT / "docs").glob("*.md"))
+    assert [page for page in pages if f"]({page})" not in readme] == []
