@@ -55,15 +55,20 @@ def third_party_imports(root: Path = PACKAGE) -> dict[str, list[str]]:
     }
 
 
-def declared_requirements(setup_py: Path = ROOT / "setup.py") -> dict[str, str]:
-    """Normalised distribution name -> where setup.py declares it (``install_requires`` or
-    ``extra <name>``), read from the literal lists of its setup() call."""
+def setup_keywords() -> dict[str, ast.expr]:
+    """The keyword arguments of setup.py's setup() call, as expressions (read, not run)."""
     call = next(
         node
-        for node in ast.walk(ast.parse(setup_py.read_text()))
+        for node in ast.walk(ast.parse((ROOT / "setup.py").read_text()))
         if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "setup"
     )
-    keywords = {kw.arg: kw.value for kw in call.keywords}
+    return {kw.arg: kw.value for kw in call.keywords}
+
+
+def declared_requirements() -> dict[str, str]:
+    """Normalised distribution name -> where setup.py declares it (``install_requires`` or
+    ``extra <name>``), read from the literal lists of its setup() call."""
+    keywords = setup_keywords()
     groups = {"install_requires": ast.literal_eval(keywords["install_requires"])}
     for extra, requirements in ast.literal_eval(keywords.get("extras_require", ast.Dict([], []))).items():
         groups[f"extra {extra}"] = requirements
@@ -128,3 +133,14 @@ def test_the_version_is_stated_once():
     assert setup_version == solo_ext.__version__
     headings = re.findall(r"^## \[([^\]]+)\]", (ROOT / "CHANGELOG.md").read_text(), re.MULTILINE)
     assert headings[:2] == ["Unreleased", solo_ext.__version__]
+
+
+def test_one_python_floor():
+    """setup.py's python_requires, ruff's target version and the README say the same Python."""
+    requires = ast.literal_eval(setup_keywords()["python_requires"])
+    major, minor = re.fullmatch(r">=(\d+)\.(\d+)", requires).groups()
+    pyproject = (ROOT / "pyproject.toml").read_text()
+    target = re.search(r'^target-version = "py(\d)(\d+)"$', pyproject, re.MULTILINE)
+    assert target.groups() == (major, minor)
+    assert f"Python {major}.{minor} or newer" in (ROOT / "README.md").read_text()
+    assert sys.version_info >= (int(major), int(minor))
