@@ -236,6 +236,7 @@ class Reference:
         notes: list[str],
         prefix: str = "",
         skip: frozenset[str] = frozenset(),
+        skip_rules: frozenset = frozenset(),
         ignored: bool = True,
         required: str = "required",
         explained: set[type] | None = None,
@@ -268,7 +269,7 @@ class Reference:
                 yield Row(f"{prefix}{name}", "any", "", "accepted and ignored", "")
         for rule in getattr(model, "rules", ()):
             stated = isinstance(rule.field, str) and isinstance(rule.allowed, str)
-            if stated and rule.field.split(".")[0] not in skip:
+            if stated and rule not in skip_rules:
                 notes.append(f"- {_code(prefix + rule.field)}: {rule.allowed}")
 
     @staticmethod
@@ -320,11 +321,14 @@ def _shared_fields() -> frozenset[str]:
 def build() -> list[Table]:
     ref = Reference()
     shared = _shared_fields()
+    # the rules both top-level models inherit (the same Rule objects)
+    shared_rules = frozenset(PretrainConfig.rules) & frozenset(LinearConfig.rules)
     both = ref.table(
         "Keys of both main_pretrain.py and main_linear.py",
         PretrainConfig,
         intro="The run and Trainer keys the pretraining and linear-evaluation configs declare alike.",
         skip=frozenset(PretrainConfig.model_fields) - shared,
+        skip_rules=frozenset(PretrainConfig.rules) - shared_rules,
         ignored=PretrainConfig.ignored == LinearConfig.ignored,
     )
     if PretrainConfig.model_config.get("extra") == "allow":
@@ -338,6 +342,7 @@ def build() -> list[Table]:
         PretrainConfig,
         intro="The pretraining config (a recipe under scripts/pretrain/), besides the keys above.",
         skip=shared,
+        skip_rules=shared_rules,
         ignored=PretrainConfig.ignored != LinearConfig.ignored,
     )
     aliases = ", ".join(dict.fromkeys(_code(k) for k in PRECISION_ALIASES))
@@ -363,6 +368,7 @@ def build() -> list[Table]:
         LinearConfig,
         intro="The linear-evaluation config (a recipe under scripts/linear/), besides the keys above.",
         skip=shared,
+        skip_rules=shared_rules,
         ignored=PretrainConfig.ignored != LinearConfig.ignored,
     )
     ref.queued()
