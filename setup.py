@@ -1,14 +1,33 @@
+import re
 from pathlib import Path
 
 from setuptools import find_packages, setup
 
+HERE = Path(__file__).parent
+
+
+def package_version() -> str:
+    """``__version__`` of solo_ext/__init__.py, read as text: importing the package here would
+    need its dependencies before they are installed."""
+    text = (HERE / "solo_ext" / "__init__.py").read_text()
+    return re.search(r'^__version__ = "([^"]+)"$', text, re.MULTILINE).group(1)
+
+
 setup(
     name="solo-ext",
-    version="0.1.0",
+    version=package_version(),
     description="Regularized MAE pretraining (U-MAE, M-MAE/TCR, MAGMA) in solo-learn's conventions",
-    long_description=Path(__file__).with_name("README.md").read_text(),
+    long_description=(HERE / "README.md").read_text(),
     long_description_content_type="text/markdown",
-    python_requires=">=3.10",
+    license_expression="MIT",
+    license_files=["LICENSE"],
+    classifiers=[
+        "Programming Language :: Python :: 3",
+        "Programming Language :: Python :: 3.11",
+        "Intended Audience :: Science/Research",
+        "Topic :: Scientific/Engineering :: Artificial Intelligence",
+    ],
+    python_requires=">=3.11",
     packages=find_packages(include=["solo_ext", "solo_ext.*"]),
     install_requires=[
         "torch>=2.4",
@@ -25,6 +44,10 @@ setup(
         "pillow",
         "safetensors>=0.4",
         "scipy>=1.10",
+        # the config layer: Discriminator and Tag (tagged unions of schedules) need 2.5
+        "pydantic>=2.5,<3",
+        # sweep files (solo_ext/run/sweeps.py)
+        "pyyaml>=5.1",
     ],
     extras_require={
         # the tests check exports against the real transformers

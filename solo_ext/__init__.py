@@ -1,3 +1,3 @@
 """solo-ext: regularized masked-autoencoder pretraining in solo-learn's conventions."""
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"

@@ -91,7 +91,9 @@ class Data(Declared):
     train_path: str | None = None
     val_path: str | None = None
     format: Literal[DATA_FORMATS] = "image_folder"
-    num_workers: NonNegativeInt = DEFAULT_WORKERS
+    num_workers: NonNegativeInt = Field(
+        DEFAULT_WORKERS, json_schema_extra={"default_text": "min(4, the CPUs this process may use)"}
+    )
     fraction: float = -1.0
     # derived (re-derived when args.json is read back)
     num_classes: int | None = None

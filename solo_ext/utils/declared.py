@@ -50,6 +50,14 @@ def _range_text(low: float | None, high: float | None, low_open: bool, high_open
     return f" in {'(' if low_open else '['}{low}, {high}{')' if high_open else ']'}"
 
 
+class NumberRange(NamedTuple):
+    """What :func:`number_in` accepts (``"in [0, 1)"``, ``">= 1"``), kept in its ``Annotated``
+    metadata for readers of the schema (the config reference, solo_ext.config.reference);
+    pydantic ignores it."""
+
+    text: str
+
+
 def number_in(
     low: float | None = None,
     high: float | None = None,
@@ -60,9 +68,8 @@ def number_in(
 ) -> Any:
     """A finite number (an int when ``integer``) in a range, refused with the whole range named:
     ``must be a number in [0, 1)`` rather than pydantic's one violated bound."""
-    allowed = (
-        f"must be {'an integer' if integer else 'a number'}{_range_text(low, high, low_open, high_open)}"
-    )
+    bounds = _range_text(low, high, low_open, high_open)
+    allowed = f"must be {'an integer' if integer else 'a number'}{bounds}"
 
     def inside(value: float) -> float:
         above = low is None or (value > low if low_open else value >= low)
@@ -72,7 +79,7 @@ def number_in(
         return value
 
     base = int if integer else Annotated[float, Field(allow_inf_nan=False)]
-    return Annotated[base, AfterValidator(inside)]
+    return Annotated[base, AfterValidator(inside), NumberRange(bounds.strip())]
 
 
 def did_you_mean(value: Any, valid: Iterable[Any]) -> str:
@@ -88,7 +95,8 @@ def unknown_key_text(name: str, allowed: Iterable[str], where: str) -> str:
     hint = did_you_mean(name, allowed)
     if len(allowed) <= 12:
         return f"unknown key; allowed: {', '.join(allowed)}{hint}"
-    return f"unknown key{hint or f'; not one of the {len(allowed)} keys of {where} (README lists them)'}"
+    listing = f"; not one of the {len(allowed)} keys of {where} (docs/config.md lists them)"
+    return f"unknown key{hint or listing}"
 
 
 class Rule(NamedTuple):

@@ -1,5 +1,4 @@
-"""Every loss against the reference values and gradients in tests/fixtures/testvectors/losses.pt
-(vendored from ../shared/testvectors).
+"""Every loss against the reference values and gradients in tests/fixtures/testvectors/losses.pt.
 
 The vectors come from the papers' own implementations (see the README beside the file).
 """
@@ -14,10 +13,8 @@ from solo_ext.losses.magma import magma_loss
 from solo_ext.losses.tcr import tcr_loss
 from solo_ext.losses.uniformity import uniformity_loss
 
-# vendored from ../shared/testvectors (the papers' own code's values), so the test never skips;
-# when ../shared is beside the repo, the two copies must be identical
+# the papers' own code's values, kept in the repository so the test never skips
 VECTORS = Path(__file__).resolve().parents[1] / "fixtures" / "testvectors" / "losses.pt"
-SHARED = Path(__file__).resolve().parents[2].parent / "shared" / "testvectors" / "losses.pt"
 
 # relative to the largest reference magnitude; float32 loses a few digits in the log-det
 TOLERANCE = {torch.float64: 1e-10, torch.float32: 5e-5}
@@ -98,11 +95,6 @@ INPUT_KEYS = {"features", "magma.x", "magma.y", "mae.imgs", "mae.pred", "mae.mas
 @pytest.fixture(scope="module")
 def vectors():
     return torch.load(VECTORS, weights_only=True)
-
-
-@pytest.mark.skipif(not SHARED.is_file(), reason="no ../shared beside the repo to compare with")
-def test_vendored_vectors_are_the_shared_ones():
-    assert VECTORS.read_bytes() == SHARED.read_bytes()
 
 
 def test_every_reference_entry_is_checked(vectors):
