@@ -18,7 +18,8 @@
 Every export writes ``export.json`` (format, architecture, image and patch size, the source
 checkpoint and its epoch, the SHA-256 of the run's ``args.json``) and a model card ``README.md``
 in the Hugging Face hub's format, so ``hf upload ORG/NAME DIR`` publishes the folder as it is. The
-folder is written under a temporary name and renamed when complete.
+folder is written under a fresh temporary name beside it and renamed when complete; its files get
+the usual permissions (those the umask leaves).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ import hashlib
 import json
 import os
 import shutil
+import tempfile
 from pathlib import Path
 from typing import Any, Literal, get_args
 
@@ -224,6 +226,15 @@ def write_hf(folder: Path, encoder: dict, decoder: dict, config, prep: dict) -> 
     ).save_pretrained(str(folder))
 
 
+def _usual_permissions(folder: Path) -> None:
+    """Give ``folder`` and everything in it the modes a plain ``open``/``mkdir`` would have:
+    mkdtemp makes 0700 and safetensors writes 0600, whatever the umask."""
+    umask = os.umask(0)  # read it the only portable way: set and restore at once
+    os.umask(umask)
+    for path in [folder, *folder.rglob("*")]:
+        path.chmod((0o777 if path.is_dir() else 0o666) & ~umask)
+
+
 def _compact(spec: dict) -> str:
     """``{"name": "warmup", "weight": 0.1}`` -> ``warmup(weight=0.1)``."""
     inner = ", ".join(f"{k}={v}" for k, v in spec.items() if k != "name" and v is not None)
@@ -393,23 +404,29 @@ def export(source: str | Path, to: Format, out: str | Path, license_id: str = "o
         "args_sha256": hashlib.sha256(args_path.read_bytes()).hexdigest(),
     }
     config = hf_config(arch, decoder, ckpt_path) if to == "hf" else None
-    tmp = out.with_name(out.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    if to == "timm":
-        name, kwargs = write_timm(tmp, encoder, arch, meta["preprocessing"], license_id)
-        meta.update(timm_model=name, timm_kwargs=kwargs)
-    elif to == "hf":
-        write_hf(tmp, encoder, decoder, config, meta["preprocessing"])
-    else:
-        state = {**encoder, **decoder}
-        torch.save({"model": state}, tmp / "checkpoint.pth")
-        save_file(state, str(tmp / "model.safetensors"), metadata={"format": "pt"})
-    (tmp / "export.json").write_text(json.dumps(meta, indent=2))
-    (tmp / "README.md").write_text(model_card(to, meta, args, results, license_id))
-    if out.exists():
-        out.rmdir()
-    os.replace(tmp, out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    # a name of our own beside ``out`` (same file system, so the rename is atomic): nothing of
+    # the user's, such as an ``out.tmp`` folder, is ever overwritten or deleted
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
+    try:
+        if to == "timm":
+            name, kwargs = write_timm(tmp, encoder, arch, meta["preprocessing"], license_id)
+            meta.update(timm_model=name, timm_kwargs=kwargs)
+        elif to == "hf":
+            write_hf(tmp, encoder, decoder, config, meta["preprocessing"])
+        else:
+            state = {**encoder, **decoder}
+            torch.save({"model": state}, tmp / "checkpoint.pth")
+            save_file(state, str(tmp / "model.safetensors"), metadata={"format": "pt"})
+        (tmp / "export.json").write_text(json.dumps(meta, indent=2))
+        (tmp / "README.md").write_text(model_card(to, meta, args, results, license_id))
+        _usual_permissions(tmp)
+        if out.exists():
+            out.rmdir()
+        os.replace(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     return out
 
 

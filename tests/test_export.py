@@ -1,9 +1,12 @@
 """What every export folder holds besides the weights: a model card in the hub's format with the
-run's recipe and results. The weights themselves are checked against timm and transformers in
+run's recipe and results, and files a user (and ``hf upload``) can read; nothing of the user's is
+touched on the way. The weights themselves are checked against timm and transformers in
 tests/backbones/test_interop.py."""
 
 import hashlib
 import json
+import os
+import stat
 from pathlib import Path
 
 import pytest
@@ -13,7 +16,7 @@ from omegaconf import OmegaConf
 from solo_ext.config.linear import parse_cfg as parse_linear
 from solo_ext.export import export
 from solo_ext.run.pretrain import run_pretrain
-from tests.methods.test_linear_model import tiny_linear_cfg
+from tests.methods.test_linear_model import save_tiny_pretrained, tiny_linear_cfg
 from tests.methods.tiny import ALL_REGULARIZERS, tiny_cfg
 
 
@@ -68,3 +71,21 @@ def test_timm_folder_reads_back_in_solo_ext(trained_run, tmp_path):
     cfg = parse_linear(tiny_linear_cfg(str(out), tmp_path))
     assert cfg.pretrained_feature_extractor == str(out / "model.safetensors")
     assert cfg.backbone.kwargs.embed_dim == 32 and cfg.backbone.kwargs.depth == 2
+
+
+@pytest.mark.parametrize("umask, to", [(0o022, "timm"), (0o027, "mae")])
+def test_export_keeps_the_users_tmp_and_gives_usual_modes(tmp_path, umask, to):
+    run_dir = save_tiny_pretrained(tmp_path / "run").parent
+    theirs = tmp_path / "out.tmp"
+    theirs.mkdir()
+    (theirs / "notes.txt").write_text("the user's")
+    old = os.umask(umask)
+    try:
+        out = export(run_dir, to, tmp_path / "out")
+    finally:
+        os.umask(old)
+    assert (theirs / "notes.txt").read_text() == "the user's"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out", "out.tmp", "run"]  # no temp left
+    modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in [out, *out.iterdir()]}
+    assert modes.pop("out") == 0o777 & ~umask
+    assert "model.safetensors" in modes and set(modes.values()) == {0o666 & ~umask}, modes
