@@ -10,6 +10,8 @@ setup(
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
     packages=find_packages(include=["solo_ext", "solo_ext.*"]),
+    # ImageNet-100's class list, read by python -m solo_ext.data.imagenet100
+    package_data={"solo_ext.data": ["imagenet100_classes.txt"]},
     install_requires=[
         "torch>=2.4",
         "torchvision>=0.19",
