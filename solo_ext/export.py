@@ -170,6 +170,8 @@ def hf_config(arch: dict, decoder: dict, source: Path):
         # keeps every patch (in a shuffled order: cls and mean features do not depend on it)
         mask_ratio=0.0,
         norm_pix_loss=arch["norm_pix_loss"],
+        # what the weights are (the hub reads it for the model's task)
+        architectures=["ViTMAEForPreTraining"],
     )
 
 
@@ -347,6 +349,8 @@ def _usage(to: Format, meta: dict) -> list[str]:
             'extract = pipeline("image-feature-extraction", model="DIR")  # or "ORG/NAME"',
             "tokens = extract(image, return_tensors=True)  # (1, 1 + patches, width)",
             "cls, mean = tokens[:, 0], tokens[:, 1:].mean(dim=1)",
+            "# AutoModel and the pipeline load the encoder (ViTMAEModel) and list the decoder's",
+            "# weights as unexpected: they are ViTMAEForPreTraining's, kept for pretraining.",
             "# the config's mask_ratio is 0 (whole image; patch tokens come shuffled by ViTMAE);",
             "# to continue pretraining with the run's masking:",
             "from transformers import ViTMAEForPreTraining",

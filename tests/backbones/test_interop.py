@@ -120,6 +120,7 @@ def test_hf_folder_is_whole_for_transformers(run_dir, tmp_path):
     assert processor.size == {"height": 32, "width": 32}
     assert list(processor.image_mean) == list(mean) and list(processor.image_std) == list(std)
     assert type(AutoModel.from_pretrained(str(out))).__name__ == "ViTMAEModel"
+    assert json.loads((out / "config.json").read_text())["architectures"] == ["ViTMAEForPreTraining"]
     extract = pipeline("image-feature-extraction", model=str(out), dtype=torch.float64)
     pixels = np.random.default_rng(0).integers(0, 256, (3, 40, 40, 3), dtype=np.uint8)
     images = [Image.fromarray(p) for p in pixels]
