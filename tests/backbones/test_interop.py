@@ -7,15 +7,24 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import timm
 import torch
 from omegaconf import OmegaConf
-from transformers import ViTMAEConfig, ViTMAEForPreTraining
+from PIL import Image
+from transformers import (
+    AutoImageProcessor,
+    AutoModel,
+    ViTMAEConfig,
+    ViTMAEForPreTraining,
+    pipeline,
+)
 
 from solo_ext.backbones.interop import from_hf, to_hf
 from solo_ext.backbones.loading import read_checkpoint
 from solo_ext.config.pretrain import parse_cfg
+from solo_ext.data.info import dataset_mean_std
 from solo_ext.export import ExportError, export
 from solo_ext.losses.mae import mae_loss_func
 from solo_ext.methods import METHODS
@@ -65,25 +74,29 @@ def inputs(model, seed=0):
 
 def test_ours_to_timm_gives_the_same_features(run_dir, tmp_path):
     out = export(run_dir, "timm", tmp_path / "timm")
-    meta = json.loads((out / "export.json").read_text())
-    model = timm.create_model(
-        meta["timm_model"],
-        **meta["timm_kwargs"],
-        pretrained=True,
-        pretrained_cfg_overlay=dict(file=str(out / "model.safetensors")),
-    )
+    # timm's own layout, read by timm alone: no argument of ours
+    model = timm.create_model(f"local-dir:{out}", pretrained=True)
     mine = ours(run_dir)
     x, _ = inputs(mine)
     theirs = model.double().eval().forward_features(x)
     torch.testing.assert_close(theirs, mine.backbone.forward_features(x).tokens, rtol=1e-12, atol=1e-12)
+    config = json.loads((out / "config.json").read_text())
+    mean, std = dataset_mean_std("digits")
+    data = timm.data.resolve_data_config({}, model=model)
+    assert data["input_size"] == (3, 32, 32) and data["mean"] == list(mean) and data["std"] == list(std)
+    assert config["architecture"] == "vit_tiny_patch16_224" and config["pretrained_cfg"]["tag"] == "solo_ext"
+    meta = json.loads((out / "export.json").read_text())
     assert meta["epoch"] == 0 and len(meta["args_sha256"]) == 64
 
 
 def test_ours_to_hf_and_back(run_dir, tmp_path):
     out = export(run_dir, "hf", tmp_path / "hf")
-    hf, info = ViTMAEForPreTraining.from_pretrained(str(out), output_loading_info=True)
-    assert not info["missing_keys"] and not info["unexpected_keys"] and not info["mismatched_keys"]
     mine = ours(run_dir)
+    # the exported config keeps every patch (feature extraction); pretraining asks for the run's ratio
+    hf, info = ViTMAEForPreTraining.from_pretrained(
+        str(out), mask_ratio=mine.mask_ratio, output_loading_info=True
+    )
+    assert not info["missing_keys"] and not info["unexpected_keys"] and not info["mismatched_keys"]
     x, noise = inputs(mine)
     result = hf.double().eval()(pixel_values=x, noise=noise)
     loss, pred = our_loss_and_pred(mine, x, noise)
@@ -95,6 +108,31 @@ def test_ours_to_hf_and_back(run_dir, tmp_path):
         torch.testing.assert_close(a, b, rtol=0, atol=0, msg=name)
     for (name, a), b in zip(mine.decoder.state_dict().items(), back.decoder.state_dict().values()):
         torch.testing.assert_close(a, b, rtol=0, atol=0, msg=name)
+
+
+def test_hf_folder_is_whole_for_transformers(run_dir, tmp_path):
+    """AutoModel, AutoImageProcessor and the feature-extraction pipeline take the folder alone
+    (offline), and the pipeline's tokens give our cls and mean features of the same pixels."""
+    out = export(run_dir, "hf", tmp_path / "hf")
+    processor = AutoImageProcessor.from_pretrained(str(out))
+    mean, std = dataset_mean_std("digits")
+    assert type(processor).__name__.startswith("ViTImageProcessor")
+    assert processor.size == {"height": 32, "width": 32}
+    assert list(processor.image_mean) == list(mean) and list(processor.image_std) == list(std)
+    assert type(AutoModel.from_pretrained(str(out))).__name__ == "ViTMAEModel"
+    assert json.loads((out / "config.json").read_text())["architectures"] == ["ViTMAEForPreTraining"]
+    extract = pipeline("image-feature-extraction", model=str(out), dtype=torch.float64)
+    pixels = np.random.default_rng(0).integers(0, 256, (3, 40, 40, 3), dtype=np.uint8)
+    images = [Image.fromarray(p) for p in pixels]
+    tokens = torch.cat([extract(image, return_tensors=True) for image in images])
+    x = processor(images, return_tensors="pt")["pixel_values"].double()
+    mine = ours(run_dir).backbone
+    assert tokens.shape == (3, 1 + mine.num_patches, mine.embed_dim)  # every patch, none masked
+    full = mine.forward_features(x).tokens
+    for mode in ("cls", "mean"):
+        torch.testing.assert_close(mine.pool(tokens, mode), mine.pool(full, mode), rtol=1e-10, atol=1e-12)
+    again = torch.cat([extract(image, return_tensors=True) for image in images])
+    torch.testing.assert_close(mine.pool(again, "mean"), mine.pool(tokens, "mean"), rtol=1e-12, atol=1e-12)
 
 
 def random_hf(tmp_path: Path) -> Path:
@@ -189,7 +227,7 @@ def test_export_errors_are_one_line(run_dir, tmp_path):
             [sys.executable, "-m", "solo_ext.export", *argv], capture_output=True, text=True, cwd=ROOT
         )
         assert result.returncode == 2 and message in result.stderr and result.stderr.count("\n") == 1
-    assert not (tmp_path / "o").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run", "taken"]  # no folder, no temporary one
 
 
 def test_from_hf_names_what_it_cannot_convert():
@@ -220,4 +258,4 @@ def test_export_refuses_before_writing(run_dir, tmp_path):
         ExportError, match=r"\.ckpt: no decoder weights \(decoder\.\*\) to export for --to hf"
     ):
         export(run_dir, "hf", tmp_path / "o")
-    assert not list(tmp_path.glob("o*"))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["lone", "run"]  # no folder, no temporary one
