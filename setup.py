@@ -45,6 +45,8 @@ setup(
         "numpy",
         "pillow",
         "safetensors>=0.4",
+        # model cards of the exports (ModelCardData) and hf-hub: names
+        "huggingface_hub>=0.23",
         "scipy>=1.10",
         # the config layer: Discriminator and Tag (tagged unions of schedules) need 2.5
         "pydantic>=2.5,<3",
