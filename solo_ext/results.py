@@ -20,7 +20,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from solo_ext.utils.checkpointer import checkpoints_in, write_json_atomic
+from solo_ext.utils.runfolder import epoch_checkpoints as checkpoints_in
+from solo_ext.utils.runfolder import write_json_atomic
 
 RESULTS_FILE = "results.json"
 _VERSION = re.compile(r"version_(\d+)$")

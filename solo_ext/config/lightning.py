@@ -12,6 +12,7 @@ run computes at the precision its config and args.json say.
 from __future__ import annotations
 
 import logging
+import os
 import re
 import warnings
 from collections.abc import Iterator, Mapping
@@ -19,8 +20,10 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
+from lightning.fabric.plugins.environments import LightningEnvironment, SLURMEnvironment
 from lightning.pytorch import Trainer
 from lightning.pytorch.accelerators import AcceleratorRegistry
+from lightning.pytorch.plugins.precision import Precision
 from lightning.pytorch.utilities.exceptions import MisconfigurationException
 
 from solo_ext.config.errors import fail
@@ -74,11 +77,63 @@ def _quiet() -> Iterator[None]:
             logger.setLevel(level)
 
 
+def cluster_plugins(flags: Mapping[str, Any], environ: Mapping[str, str] | None = None) -> list:
+    """The cluster environment Lightning should use for a run, as a plugin list.
+
+    Inside a SLURM job (as Lightning detects one): in a one-task allocation (a sweep agent's
+    job, ``sbatch --ntasks=1``) Lightning would take SLURM's single task as the whole run and
+    silently start one process where ``devices`` asks for several, so Lightning's own launcher
+    starts them (:class:`LightningEnvironment`); with several tasks SLURM starts the processes
+    and Lightning joins them, without its auto-requeue (the run's own Checkpointer saves into the
+    run folder and requeues). Outside SLURM: none (Lightning's default).
+
+    Raises:
+        ConfigError: ``--ntasks-per-node`` above 1 and different from ``devices``, or a one-task
+            allocation asked for several nodes; one line naming the key and the SLURM setting.
+    """
+    env = os.environ if environ is None else environ
+    if not SLURMEnvironment.detect():
+        return []
+    ntasks = int(env.get("SLURM_NTASKS", "1") or 1)
+    devices = flags.get("devices")
+    per_node = env.get("SLURM_NTASKS_PER_NODE", "")
+    if ntasks == 1:
+        if int(flags.get("num_nodes", 1) or 1) > 1:
+            raise fail(
+                "num_nodes",
+                flags.get("num_nodes"),
+                "this SLURM job has one task, which runs on one node; submit with "
+                "--nodes=N --ntasks-per-node=<devices> for several nodes",
+            )
+        return [LightningEnvironment()]
+    tasks_per_node = int(per_node.split("(")[0]) if per_node.split("(")[0].isdigit() else None
+    if tasks_per_node is None:
+        raise fail(
+            "devices",
+            devices,
+            f"this SLURM job has {ntasks} tasks (--ntasks={ntasks}) but no --ntasks-per-node; submit with "
+            "--ntasks-per-node=<devices> (and --nodes=<num_nodes>), or --ntasks=1 to let solo-ext start "
+            "the processes",
+        )
+    if tasks_per_node > 1 and str(tasks_per_node) != str(
+        lightning_devices(flags.get("accelerator"), devices)
+    ):
+        raise fail(
+            "devices",
+            devices,
+            f"SLURM starts {tasks_per_node} tasks per node (--ntasks-per-node={tasks_per_node}); set "
+            f"devices={tasks_per_node}, or submit with --ntasks-per-node=<devices>",
+        )
+    return [SLURMEnvironment(auto_requeue=False)]
+
+
 def _trainer(flags: Mapping[str, Any], plugins: list | None = None) -> Trainer:
     flags = {**flags}
+    plugins = [*(plugins or []), *cluster_plugins(flags)]
     if plugins:
         # a precision plugin given with the Trainer (build_trainer's test seam) sets the precision
-        flags.pop("precision", None)
+        if any(isinstance(plugin, Precision) for plugin in plugins):
+            flags.pop("precision", None)
         flags["plugins"] = plugins
     if "devices" in flags:
         flags["devices"] = lightning_devices(flags.get("accelerator", "auto"), flags["devices"])
@@ -150,4 +205,4 @@ def _reason(err: Exception, key: str, room: int) -> str:
     return text + available
 
 
-__all__ = ["RESOLVED_KEYS", "Resolved", "lightning_devices", "resolve_trainer"]
+__all__ = ["RESOLVED_KEYS", "Resolved", "cluster_plugins", "lightning_devices", "resolve_trainer"]

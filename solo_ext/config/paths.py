@@ -13,7 +13,7 @@ from pydantic import TypeAdapter, ValidationError
 from solo_ext.backbones.interop import backbone_from_hf_config
 from solo_ext.backbones.loading import CHECKPOINT_SUFFIXES, FOLDER_WEIGHTS
 from solo_ext.config.errors import fail
-from solo_ext.utils.checkpointer import checkpoints_in
+from solo_ext.utils.runfolder import epoch_checkpoints as checkpoints_in
 
 # an args.json: JSON whose top level is a mapping
 _JSON_MAPPING = TypeAdapter(dict[str, Any])

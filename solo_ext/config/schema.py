@@ -285,6 +285,9 @@ class Checkpoint(Declared):
     dir: Name = "trained_models"
     frequency: PositiveInt = 1
     keep_prev: bool = False
+    # mid-epoch states (for long epochs on preemptible clusters), replaced at each save
+    every_n_steps: PositiveInt | None = None
+    every_n_minutes: Positive | None = None
 
     _normalise_dir = field_validator("dir")(_absolute)
 
@@ -403,6 +406,9 @@ class _Run(Declared):
     name: Name
     seed: int = 5
     resume_from_checkpoint: str | None = None
+    # names this run once and for all: a job started again with the same run_name (and the same
+    # settings) continues it, wherever the scheduler puts it
+    run_name: Name | None = None
     max_epochs: PositiveInt = 100
     devices: int | str | list[int] = 1
     num_nodes: PositiveInt = 1

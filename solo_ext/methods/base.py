@@ -181,9 +181,10 @@ class BaseMethod(GuardedModule, metaclass=ABCMeta):
         self.start_epoch()
 
     def on_train_start(self):
-        # Lightning skips on_train_epoch_start for the epoch a run resumes into when the
-        # checkpoint was written at an epoch's end, so start here as well (idempotent).
+        # Lightning skips on_train_epoch_start for the epoch a run resumes into (from an epoch's
+        # end or from its middle), so start here as well (idempotent), then continue inside it
         self.start_epoch()
+        self.resume_mid_epoch(self.cfg.optimizer.batch_size, self.cfg.seed)
 
     # ----------------------------------------------------------------- validation
     def validation_step(self, batch, batch_idx, dataloader_idx: int = VAL_SET):

@@ -186,6 +186,10 @@ class LinearModel(GuardedModule):
         self.guard.observe(loss, logs)
         return loss
 
+    def on_train_start(self):
+        self.on_train_epoch_start()  # Lightning skips it for the epoch a run resumes into
+        self.resume_mid_epoch(self.cfg.optimizer.batch_size, self.cfg.seed)
+
     def on_train_epoch_start(self):
         self.online.start_train_epoch(
             self.trainer, epoch_seed(self.cfg.seed, self.current_epoch, self.global_rank)

@@ -17,5 +17,5 @@ def exit_on_user_error() -> Iterator[None]:
     try:
         yield
     except UserError as err:
-        print(f"error: {err}", file=sys.stderr)
+        print(f"{err.prefix}: {err}", file=sys.stderr)
         sys.exit(err.exit_code)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 from pathlib import Path
@@ -24,12 +23,14 @@ from solo_ext.run.pretrain import (
     RUN_ID_ENV,
     build_trainer,
     check_not_multirun_ddp,
+    claim_run_folder,
     finish_run,
     knn_bank_line,
     record_knn_bank,
     resolve_run,
+    run_checkpointer,
 )
-from solo_ext.utils.checkpointer import Checkpointer, find_resumable
+from solo_ext.utils.runfolder import SHOULD_MATCH
 
 # What makes two evaluation runs the same experiment, beyond the keys the pretraining auto-resume
 # compares (name, backbone, dataset, optimizer, ...): which weights are evaluated, and how.
@@ -122,18 +123,10 @@ def build_linear_loaders(cfg: DictConfig, crop_size: int) -> tuple[DataLoader, l
 
 
 def resolve_linear_run(cfg: DictConfig) -> tuple[str, str | None]:
-    """(run id, checkpoint to resume or None), as for pretraining, except that auto-resume also
-    requires the same evaluated checkpoint and protocol (:data:`SAME_EVALUATION`): a probe of
+    """(run id, checkpoint to resume or None), as for pretraining, except that a run is the same
+    only with the same evaluated checkpoint and protocol (:data:`SAME_EVALUATION`): a probe of
     another backbone is never continued."""
-    if cfg.auto_resume.enabled and not os.environ.get(RUN_ID_ENV) and not cfg.resume_from_checkpoint:
-        ckpt, run_id = find_resumable(cfg)
-        if ckpt is not None:
-            old = json.loads((ckpt.parent / "args.json").read_text())
-            if all(old.get(key) == OmegaConf.select(cfg, key) for key in SAME_EVALUATION):
-                print(f"auto-resume: continuing run {run_id} from {ckpt}")
-                return run_id, str(ckpt)
-    without_auto = OmegaConf.merge(cfg, {"auto_resume": {"enabled": False}})
-    return resolve_run(without_auto)
+    return resolve_run(cfg, keys=SHOULD_MATCH + SAME_EVALUATION)
 
 
 def run_linear(raw_cfg: DictConfig, plugins: list | None = None) -> pl.Trainer:
@@ -148,15 +141,18 @@ def run_linear(raw_cfg: DictConfig, plugins: list | None = None) -> pl.Trainer:
     if cfg.derived.world_size > 1:
         os.environ[RUN_ID_ENV], os.environ[CKPT_ENV] = run_id, ckpt_path or ""
     run_dir = Path(cfg.checkpoint.dir) / cfg.method / run_id
+    lock = claim_run_folder(run_dir)
+    try:
+        return fit_linear(cfg, backbone, train_loader, val_loaders, run_dir, run_id, ckpt_path, plugins)
+    finally:
+        if lock is not None:
+            lock.release()
 
+
+def fit_linear(cfg, backbone, train_loader, val_loaders, run_dir, run_id, ckpt_path, plugins) -> pl.Trainer:
     model = LinearModel(backbone, cfg)
     record_knn_bank(cfg, train_loader, backbone.num_features)
-    checkpointer = Checkpointer(
-        cfg, run_dir, run_id, frequency=cfg.checkpoint.frequency, keep_prev=cfg.checkpoint.keep_prev
-    )
-    trainer = build_trainer(cfg, run_dir, run_id, [checkpointer] if cfg.checkpoint.enabled else [], plugins)
-    if not cfg.checkpoint.enabled and trainer.is_global_zero:
-        checkpointer.save_args()  # args.json beside the logs even without checkpoints
+    trainer = build_trainer(cfg, run_dir, run_id, [run_checkpointer(cfg, run_dir, run_id)], plugins)
     if trainer.is_global_zero:
         derived = cfg.derived
         trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)

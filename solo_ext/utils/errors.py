@@ -18,6 +18,7 @@ class UserError(Exception):
     line without a traceback and exit with ``exit_code`` (see ``solo_ext.run.exits``)."""
 
     exit_code = 2
+    prefix = "error"
 
 
 class FieldError(ValueError):
@@ -39,3 +40,13 @@ class NonFiniteLossError(UserError, FloatingPointError):
     """A loss component became NaN or inf; the message names it and the step."""
 
     exit_code = 3
+
+
+class Interrupted(UserError):
+    """The run stopped on a signal after saving its state: exit 128 + the signal's number."""
+
+    prefix = "stopped"
+
+    def __init__(self, signum: int, message: str) -> None:
+        super().__init__(message)
+        self.exit_code = 128 + signum

@@ -29,7 +29,7 @@ from solo_ext.export import ExportError, export
 from solo_ext.losses.mae import mae_loss_func
 from solo_ext.methods import METHODS
 from solo_ext.run.pretrain import run_pretrain
-from solo_ext.utils.checkpointer import checkpoints_in
+from solo_ext.utils.runfolder import epoch_checkpoints as checkpoints_in
 from tests.methods.test_linear_model import save_tiny_pretrained
 from tests.methods.tiny import tiny_cfg
 

@@ -6,7 +6,7 @@ import torch
 from omegaconf import OmegaConf
 
 from solo_ext.run.pretrain import run_pretrain
-from solo_ext.utils.checkpointer import checkpoints_in
+from solo_ext.utils.runfolder import epoch_checkpoints as checkpoints_in
 from tests.methods.tiny import tiny_cfg
 
 

@@ -11,7 +11,7 @@ from omegaconf import OmegaConf
 
 from solo_ext.eval.online import OnlineEvaluation, bank_size
 from solo_ext.run.pretrain import run_pretrain
-from solo_ext.utils.checkpointer import checkpoints_in
+from solo_ext.utils.runfolder import epoch_checkpoints as checkpoints_in
 from tests.methods.tiny import tiny_cfg
 
 STEPS, BATCH = 4, 16  # per epoch: 64 rows of one large crop

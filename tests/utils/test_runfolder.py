@@ -1,0 +1,166 @@
+"""The run folder's writer, checkpoint choice, lock and job identity, against real processes and
+real files (a writer killed mid-write, a lock held by another live process)."""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import zipfile
+
+import pytest
+import torch
+
+from solo_ext.utils import runfolder
+from solo_ext.utils.runfolder import (
+    RunFolderError,
+    RunLock,
+    holder_is_dead,
+    job_identity,
+    newest_readable_state,
+    remove_stale_temporaries,
+    run_id_of,
+    states_in,
+    write_atomic,
+    write_json_atomic,
+)
+
+SLOW_WRITER = """
+import sys, time
+from pathlib import Path
+from solo_ext.utils.runfolder import write_atomic
+def write(tmp):
+    with open(tmp, "wb") as f:
+        for _ in range(400):
+            f.write(b"x" * 4096)
+            f.flush()
+            time.sleep(0.01)
+print("writing", flush=True)
+write_atomic(Path(sys.argv[1]), write)
+"""
+
+
+def test_a_writer_killed_mid_write_leaves_the_old_file_whole(tmp_path):
+    target = tmp_path / "state.ckpt"
+    target.write_bytes(b"old and complete")
+    proc = subprocess.Popen(
+        [sys.executable, "-c", SLOW_WRITER, str(target)], stdout=subprocess.PIPE, text=True
+    )
+    assert proc.stdout.readline().strip() == "writing"
+    time.sleep(0.5)  # in the middle of its 4 s of writing
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=10)
+    assert target.read_bytes() == b"old and complete"
+    [left] = [p for p in tmp_path.iterdir() if p != target]  # its own temporary, never the target
+    assert 0 < left.stat().st_size < 400 * 4096
+    assert remove_stale_temporaries(tmp_path) == [left]
+    assert list(tmp_path.iterdir()) == [target]
+
+
+@pytest.mark.parametrize("umask, mode", [(0o022, 0o644), (0o027, 0o640)])
+def test_files_get_the_mode_of_the_umask(tmp_path, umask, mode):
+    old = os.umask(umask)
+    try:
+        path = write_json_atomic(tmp_path / "args.json", {"a": 1})
+    finally:
+        os.umask(old)
+    assert path.stat().st_mode & 0o777 == mode
+
+
+def test_a_failed_write_leaves_nothing(tmp_path):
+    def full_disk(tmp):
+        tmp.write_bytes(b"half")
+        raise OSError(28, "No space left on device")
+
+    with pytest.raises(OSError):
+        write_atomic(tmp_path / "x.ckpt", full_disk)
+    assert list(tmp_path.iterdir()) == []
+
+
+def save_state(path, value):
+    torch.save({"value": torch.tensor(value)}, path)
+
+
+def test_an_unreadable_newest_checkpoint_is_named_and_the_one_before_used(tmp_path):
+    for name, value in [("r-ab-ep=0.ckpt", 0), ("r-ab-ep=1-step=7.ckpt", 1), ("r-ab-ep=1.ckpt", 2)]:
+        save_state(tmp_path / name, value)
+    newest = tmp_path / "r-ab-ep=1.ckpt"
+    assert states_in(tmp_path)[-1] == newest
+    newest.write_bytes(newest.read_bytes()[: newest.stat().st_size // 2])  # torn mid-write
+    warnings = []
+    chosen = newest_readable_state(tmp_path, warnings.append)
+    assert chosen == tmp_path / "r-ab-ep=1-step=7.ckpt"
+    [line] = warnings
+    assert str(newest) in line and "unreadable" in line
+    # a flipped byte inside a tensor's data is caught by its member's CRC
+    with zipfile.ZipFile(chosen) as archive:
+        info = next(i for i in archive.infolist() if i.filename.endswith("data/0"))
+    data = bytearray(chosen.read_bytes())
+    header = info.header_offset
+    start = header + 30 + int.from_bytes(data[header + 26 : header + 28], "little")
+    start += int.from_bytes(data[header + 28 : header + 30], "little")
+    data[start] ^= 0xFF
+    chosen.write_bytes(bytes(data))
+    assert newest_readable_state(tmp_path, warnings.append) == tmp_path / "r-ab-ep=0.ckpt"
+
+
+def test_only_torn_checkpoints_is_one_line(tmp_path):
+    (tmp_path / "r-ab-ep=0.ckpt").write_bytes(b"PK\x03\x04 torn")
+    with pytest.raises(RunFolderError, match=r"^no readable checkpoint in .*: all 1 are torn or corrupt$"):
+        newest_readable_state(tmp_path, print)
+    assert (
+        newest_readable_state(tmp_path / "nothing", print) is None
+        if (tmp_path / "nothing").mkdir() is None
+        else 0
+    )
+
+
+HOLDER = """
+import sys, time
+from pathlib import Path
+from solo_ext.utils.runfolder import RunLock
+RunLock(Path(sys.argv[1])).acquire()
+print("held", flush=True)
+time.sleep(60)
+"""
+
+
+def test_a_live_holder_is_refused_and_a_dead_one_taken_over(tmp_path):
+    proc = subprocess.Popen([sys.executable, "-c", HOLDER, str(tmp_path)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline().strip() == "held"
+        with pytest.raises(RunFolderError, match=rf"is in use by pid {proc.pid} on {socket.gethostname()}"):
+            RunLock(tmp_path).acquire()
+    finally:
+        proc.kill()
+        proc.wait(timeout=10)
+    lock = RunLock(tmp_path)
+    lock.acquire()  # its holder is dead: taken over
+    assert json.loads((tmp_path / ".lock").read_text())["pid"] == os.getpid()
+    lock.release()
+    assert not (tmp_path / ".lock").exists()
+
+
+def test_dead_holder_rules():
+    me = {"host": "a", "pid": 10, "slurm_job": "7", "slurm_restart": 1}
+    # an earlier incarnation of this SLURM job, wherever it ran
+    assert holder_is_dead({"host": "b", "pid": 3, "slurm_job": "7", "slurm_restart": 0}, 0.0, me)
+    # another host: only a stale heartbeat tells
+    assert not holder_is_dead({"host": "b", "pid": 3}, runfolder.STALE_S - 1, me)
+    assert holder_is_dead({"host": "b", "pid": 3}, runfolder.STALE_S + 1, me)
+
+
+def test_job_identity_and_its_run_id():
+    assert job_identity("my-run", {}) == "name:my-run"
+    slurm = {"SLURM_JOB_ID": "41", "SLURM_CLUSTER_NAME": "c"}
+    assert job_identity(None, slurm) == "slurm:c:41:"
+    array = {"SLURM_JOB_ID": "43", "SLURM_ARRAY_JOB_ID": "40", "SLURM_ARRAY_TASK_ID": "3"}
+    assert job_identity(None, array) == "slurm::40:3"
+    torchrun = {"TORCHELASTIC_RUN_ID": "r1", "WORLD_SIZE": "2", "MASTER_ADDR": "h", "MASTER_PORT": "9"}
+    assert job_identity(None, torchrun) == "torchrun:r1:h:9"
+    assert job_identity(None, {}) is None
+    ids = {run_id_of(x) for x in ("name:a", "name:b", "slurm:c:41:")}
+    assert len(ids) == 3 and all(len(i) == 8 and i.isalnum() and i.islower() or i.isdigit() for i in ids)
+    assert run_id_of("name:a") == run_id_of("name:a")
