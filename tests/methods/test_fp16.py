@@ -18,9 +18,9 @@ from solo_ext.config.errors import ConfigError
 from solo_ext.methods.guarded import CHECKPOINT_KEY
 from solo_ext.run.linear import run_linear
 from solo_ext.run.pretrain import run_pretrain
-from solo_ext.utils.runfolder import epoch_checkpoints as checkpoints_in
 from solo_ext.utils.errors import NonFiniteLossError
 from solo_ext.utils.nonfinite import SCALE_FLOOR
+from solo_ext.utils.runfolder import epoch_checkpoints as checkpoints_in
 from tests.methods.test_linear_model import save_tiny_pretrained, tiny_linear_cfg
 from tests.methods.tiny import ALL_REGULARIZERS, tiny_cfg
 

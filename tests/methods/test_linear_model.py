@@ -15,8 +15,8 @@ from solo_ext.config.linear import parse_cfg
 from solo_ext.config.pretrain import parse_cfg as parse_pretrain_cfg
 from solo_ext.methods import METHODS
 from solo_ext.methods.linear import LinearModel, layer_decay_scales, trainable_modules, vit_layer_id
-from solo_ext.run.linear import build_linear_loaders, run_linear
 from solo_ext.run.checkpointer import Checkpointer
+from solo_ext.run.linear import build_linear_loaders, run_linear
 from solo_ext.utils.runfolder import epoch_checkpoints as checkpoints_in
 from tests.methods.tiny import tiny_cfg
 

@@ -17,8 +17,8 @@ from solo_ext.losses.tcr import tcr_loss
 from solo_ext.losses.uniformity import uniformity_loss
 from solo_ext.methods import METHODS
 from solo_ext.run.pretrain import run_pretrain
-from solo_ext.utils.runfolder import epoch_checkpoints as checkpoints_in
 from solo_ext.utils.index_noise import index_noise
+from solo_ext.utils.runfolder import epoch_checkpoints as checkpoints_in
 from tests.methods.tiny import ALL_REGULARIZERS, tiny_cfg
 
 WARMUP = {"name": "warmup", "base_weight": 0, "warmup_epochs": 2, "weight": 1, "reg_epochs": 100}

@@ -13,8 +13,8 @@ import solo_ext.regularizers.uniformity as uniformity_module
 from solo_ext.config.errors import ConfigError
 from solo_ext.config.pretrain import parse_cfg
 from solo_ext.run.pretrain import run_pretrain
-from solo_ext.utils.runfolder import epoch_checkpoints as checkpoints_in
 from solo_ext.utils.errors import NonFiniteLossError
+from solo_ext.utils.runfolder import epoch_checkpoints as checkpoints_in
 from tests.methods.tiny import tiny_cfg
 
 REPO = Path(__file__).resolve().parents[2]
