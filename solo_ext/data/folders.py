@@ -244,6 +244,38 @@ def find_classes(
     return classes
 
 
+class FolderListings:
+    """The class-per-folder trees one run has listed, each walked once (one listing per folder):
+    every dataset the run builds from the same folder (the pretraining set, the clean kNN bank,
+    the classes a val folder is labelled with) shares its file list. Keyed by the folder's real
+    path; pass one instance to the dataset builders of a run, and a new one to the next run."""
+
+    def __init__(self) -> None:
+        self._classes: dict[str, list[str]] = {}
+        self._images: dict[str, dict[str, list[Path]]] = {}
+
+    def classes(
+        self, root: str | os.PathLike | None, key: str, dataset: str, layout: str | None = None
+    ) -> list[str]:
+        """:func:`find_classes` of ``root``, listed once."""
+        real = None if root is None else os.path.realpath(root)
+        if real not in self._classes:
+            self._classes[real] = find_classes(root, key, dataset, layout)
+        return self._classes[real]
+
+    def images(
+        self, root: str | os.PathLike | None, key: str, dataset: str, layout: str | None = None
+    ) -> dict[str, list[Path]]:
+        """``{class: its image files}`` of ``root``'s class folders (:class:`_ImageWalk`), walked once."""
+        classes = self.classes(root, key, dataset, layout)
+        real = os.path.realpath(root)
+        if real not in self._images:
+            walk = _ImageWalk(Path(root), {name: Path(root) / name for name in classes})
+            self._images[real] = {name: walk.images(name) for name in classes}
+            walk.warn_skipped(key)
+        return self._images[real]
+
+
 def class_folder_dataset(
     root: str | os.PathLike | None,
     key: str,
@@ -251,6 +283,7 @@ def class_folder_dataset(
     transform: Callable | None = None,
     classes: Sequence[str] | None = None,
     layout: str | None = None,
+    listings: FolderListings | None = None,
 ) -> ImageSamples:
     """ImageFolder-style dataset: every image below ``<root>/<class>/`` gets that class.
 
@@ -260,16 +293,15 @@ def class_folder_dataset(
     Args:
         classes: the class list to index into (a val folder uses the train folder's classes, so
             that a missing class cannot shift the labels); None takes ``root``'s own folders.
+        listings: the run's folder listings, shared with its other datasets; None lists ``root``
+            for this dataset alone.
 
     Raises:
         DataError: missing folder, no class folders, a class folder that is not in ``classes``,
             an empty class folder, a folder that cannot be listed.
     """
     layout = layout or _class_folder_layout(dataset)
-    folder_classes = find_classes(root, key, dataset, layout)
-    walk = _ImageWalk(Path(root), {name: Path(root) / name for name in folder_classes})
-    found = {name: walk.images(name) for name in folder_classes}
-    walk.warn_skipped(key)
+    found = (listings or FolderListings()).images(root, key, dataset, layout)
     classes = list(found if classes is None else classes)
     unknown = sorted(set(found) - set(classes))
     empty = next((name for name, images in found.items() if not images), None)

@@ -18,6 +18,7 @@ from solo_ext.config.lightning import lightning_devices
 from solo_ext.config.pretrain import parse_cfg
 from solo_ext.config.schema import trainer_keys
 from solo_ext.data import (
+    FolderListings,
     FullTransformPipeline,
     NCropAugmentation,
     dataset_mean_std,
@@ -56,11 +57,12 @@ def build_pretrain_loaders(cfg: DictConfig):
                 for aug in augmentations
             ]
         )
-    # how every dataset of this run reads its folders
+    # how every dataset of this run reads its folders; the train folder is listed once for all
     reading = {
         "data_format": data.format,
         "fraction": data.fraction,
         "decode": "tensor" if backend == "tensor" else "pil",
+        "listings": FolderListings(),
     }
     train_ds = prepare_pretrain_dataset(
         data.dataset, transform, train_path=data.train_path, no_labels=data.no_labels, **reading
@@ -87,6 +89,7 @@ def build_pretrain_loaders(cfg: DictConfig):
         val_transform,
         train_path=data.train_path,
         val_path=data.val_path,
+        train=cfg.knn_eval.enabled and cfg.knn_eval.bank == "clean",  # the kNN bank's, if asked
         **reading,
     )
 
@@ -98,7 +101,7 @@ def build_pretrain_loaders(cfg: DictConfig):
         return prepare_dataloader(ds, batch_size, data.num_workers, shuffle=False, drop_last=False)
 
     loaders = [eval_loader(val_ds)]
-    if cfg.knn_eval.enabled and cfg.knn_eval.bank == "clean":
+    if clean_train_ds is not None:
         loaders.append(eval_loader(clean_train_ds))
     return train_loader, loaders
 

@@ -8,6 +8,7 @@ import os
 from collections import Counter
 from pathlib import Path
 
+import pytest
 from tiny_images import CLASSES, IMAGES_PER_CLASS, class_value, write_image
 
 from solo_ext.data.folders import class_folder_dataset, flat_folder_dataset
@@ -84,3 +85,61 @@ def test_flat_folder_walks_links_once(tmp_path):
     ds = flat_folder_dataset(root, "data.train_path", "custom")
     assert sorted(Path(p).name for p in ds.images) == ["0.png", "1.png", "2.png"]
     assert ds.targets == [-1, -1, -1]
+
+
+# ----------------------------------------------------------------------------- one walk per run
+def pretrain_cfg(tmp_path, train, val, bank: str, data_format: str = "image_folder"):
+    from solo_ext.config.pretrain import parse_cfg
+    from tests.methods.tiny import tiny_cfg
+
+    data = {"dataset": "custom", "train_path": str(train), "val_path": str(val), "format": data_format}
+    cfg = tiny_cfg(tmp_path, method="mae", knn_eval={"enabled": True, "bank": bank}, data=data)
+    cfg["data"]["num_workers"] = 0
+    cfg["optimizer"]["batch_size"] = 4
+    return parse_cfg(cfg)
+
+
+@pytest.mark.parametrize("bank", ["clean", "batches"])
+def test_a_run_lists_each_folder_once(image_folder, tmp_path, monkeypatch, bank):
+    """The pretraining set, the val set's classes and the clean kNN bank share one listing of the
+    train folder: a spy on the OS counts every directory listing of the run's data."""
+    from solo_ext.run.pretrain import build_pretrain_loaders
+
+    val = tmp_path / "val"
+    for k, name in enumerate(CLASSES):
+        write_image(val / name / "0.png", class_value(k))
+    cfg = pretrain_cfg(tmp_path, image_folder, val, bank)  # (the config layer counts the classes)
+    listed = Counter()
+    scandir = os.scandir
+
+    def counting_scandir(path):
+        listed[os.path.realpath(path)] += 1
+        return scandir(path)
+
+    monkeypatch.setattr(os, "scandir", counting_scandir)
+    _, val_loaders = build_pretrain_loaders(cfg)
+    assert len(val_loaders) == (2 if bank == "clean" else 1)
+    folders = [root / name for root in (image_folder, val) for name in ("", *CLASSES)]
+    assert listed == {os.path.realpath(folder): 1 for folder in folders}
+
+
+def test_the_clean_set_is_built_only_when_asked(image_folder, tmp_path, monkeypatch):
+    """With the kNN bank on training batches, no second train set: in memory
+    (ram_image_folder), each training image is read once."""
+    import builtins
+
+    from solo_ext.run.pretrain import build_pretrain_loaders
+
+    cfg = pretrain_cfg(tmp_path, image_folder, image_folder, "batches", data_format="ram_image_folder")
+    reads = Counter()
+    open_ = builtins.open
+
+    def counting_open(file, *args, **kwargs):
+        reads[str(file)] += 1
+        return open_(file, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "open", counting_open)
+    build_pretrain_loaders(cfg)
+    train_images = [str(p) for name in CLASSES for p in (image_folder / name).iterdir()]
+    # the train folder is the val folder here: read once for pretraining, once as the val set
+    assert {path: reads[path] for path in train_images} == {path: 2 for path in train_images}
