@@ -23,13 +23,14 @@ def decoding(name: str | os.PathLike | None) -> Iterator[None]:
     torchvision's JPEG decoder raise about it becomes one ``DataError`` naming the file.
 
     The file system reports OSError; PIL reports unreadable, truncated and unknown formats as
-    OSError (UnidentifiedImageError included), a few decoders as SyntaxError or ValueError;
-    ``decode_jpeg`` reports corrupt data as RuntimeError. (DataError is a RuntimeError too: do not
-    nest these blocks.)
+    OSError (UnidentifiedImageError included), a few decoders as SyntaxError or ValueError, an
+    image of more than twice ``Image.MAX_IMAGE_PIXELS`` pixels as DecompressionBombError (before
+    decoding it); ``decode_jpeg`` reports corrupt data as RuntimeError. (DataError is a
+    RuntimeError too: do not nest these blocks.)
     """
     try:
         yield
-    except (OSError, SyntaxError, ValueError, RuntimeError) as exc:
+    except (OSError, SyntaxError, ValueError, RuntimeError, Image.DecompressionBombError) as exc:
         raise DataError(f"cannot decode image '{name}': {exc}") from exc
 
 
