@@ -40,8 +40,9 @@ RUN_ID_ENV, CKPT_ENV = "SOLO_EXT_RUN_ID", "SOLO_EXT_RESUME_CKPT"
 
 
 def build_pretrain_loaders(cfg: DictConfig):
-    """(train loader of ``[idx, [crops], y]``, list of val loaders: the val set and, with kNN on,
-    the training set under the val transform for the kNN bank).
+    """(train loader of ``[idx, [crops], y]``, list of val loaders: the val set and, with
+    ``knn_eval.bank: clean``, the training set under the val transform for the kNN bank). The
+    train folder is listed once for all of them.
 
     Image folders are read by the tensor back-end (uint8 batches) or, with ``data.format: dali``,
     by DALI (:func:`~solo_ext.data.loaders.image_backend`); the methods normalise uint8 batches
@@ -57,7 +58,7 @@ def build_pretrain_loaders(cfg: DictConfig):
                 for aug in augmentations
             ]
         )
-    # how every dataset of this run reads its folders; the train folder is listed once for all
+    # how every dataset of this run reads its folders (sharing their listings)
     reading = {
         "data_format": data.format,
         "fraction": data.fraction,
