@@ -179,15 +179,18 @@ class _ImageWalk:
                 path = Path(entry.path)
                 link = entry.is_symlink()
                 real = os.path.realpath(path) if link else os.path.join(real_folder, entry.name)
-                if entry.is_dir():  # a link to a folder counts as one
-                    if real in self.entered or real in self.holders or (link and self._owner(real) != name):
+                # a link to another class's folder or file is left to that class; one to a path
+                # outside every class folder is followed (a dangling link is kept as a file:
+                # reading it names the file)
+                elsewhere = link and self._owner(real) not in (name, None)
+                if entry.is_dir():
+                    if real in self.entered or real in self.holders or elsewhere:
                         self.skipped.append((path, real))
                     else:
                         self.entered.add(real)
                         subfolders.append((path, real))
                 elif entry.name.lower().endswith(IMAGE_EXTENSIONS):
-                    # (a dangling link is kept: reading it names the file)
-                    if link and self._owner(real) not in (name, None):
+                    if elsewhere:
                         self.skipped.append((path, real))
                     elif real not in self.taken:
                         self.taken.add(real)

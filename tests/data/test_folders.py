@@ -38,9 +38,11 @@ def test_links_to_class_folders_and_to_files_are_followed(tmp_path):
         (subset / "bee" / f"{i}.png").symlink_to(os.path.relpath(store / "bee" / f"{i}.png", subset / "bee"))
     for i in range(IMAGES_PER_CLASS):  # and plain files
         write_image(subset / "cat" / f"{i}.png", class_value(2))
+    write_image(tmp_path / "more-cats" / "x.png", class_value(2))
+    (subset / "cat" / "more").symlink_to(tmp_path / "more-cats", target_is_directory=True)  # inside a class
 
     ds = class_folder_dataset(subset, "data.train_path", "custom")
-    assert Counter(ds.targets) == {0: IMAGES_PER_CLASS, 1: IMAGES_PER_CLASS, 2: IMAGES_PER_CLASS}
+    assert Counter(ds.targets) == {0: IMAGES_PER_CLASS, 1: IMAGES_PER_CLASS, 2: IMAGES_PER_CLASS + 1}
     assert_labels_from_own_folder(ds)
 
 
