@@ -51,15 +51,16 @@ def test_a_loop_is_cut_and_pulls_no_other_class_in(image_folder, capsys):
     (image_folder / "bee" / "self").symlink_to(".", target_is_directory=True)
     (image_folder / "cat" / "deep" / "er").mkdir(parents=True)
     (image_folder / "cat" / "deep" / "er" / "up").symlink_to("../..", target_is_directory=True)
+    (image_folder / "cat" / "deep" / "er" / "back").symlink_to("..", target_is_directory=True)
 
     ds = class_folder_dataset(image_folder, "data.train_path", "custom")
     assert Counter(ds.targets) == {0: IMAGES_PER_CLASS, 1: IMAGES_PER_CLASS, 2: IMAGES_PER_CLASS}
     assert_labels_from_own_folder(ds)
     (warning,) = capsys.readouterr().err.splitlines()
-    assert warning.startswith("WARNING: data.train_path: 3 link(s) not followed") and "loop" in warning
+    assert warning.startswith("WARNING: data.train_path: 4 link(s) not followed") and "loop" in warning
 
 
-def test_each_real_file_once_and_never_in_another_class(image_folder):
+def test_each_real_file_once_and_never_in_another_class(image_folder, capsys):
     ant, bee = image_folder / "ant", image_folder / "bee"
     (ant / "again.png").symlink_to("0.png")  # the same file twice in its class
     write_image(ant / "more" / "x.png", class_value(0))
@@ -76,6 +77,9 @@ def test_each_real_file_once_and_never_in_another_class(image_folder):
     assert len({os.path.realpath(p) for p in ds.images}) == len(ds)
     assert_labels_from_own_folder(ds)
     assert bee / "0.png" in ds.images and ant / "stolen.png" not in ds.images
+    # more-again (walked already), stolen.png and bees (another class); y.png is a file taken once
+    (warning,) = capsys.readouterr().err.splitlines()
+    assert warning.startswith("WARNING: data.train_path: 3 link(s) not followed")
 
 
 def test_flat_folder_walks_links_once(tmp_path):
