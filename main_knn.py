@@ -53,7 +53,9 @@ def main(argv=None) -> None:
         rows, path = run_knn(**vars(args))
     print(format_table(rows))
     print(f"written to {path}")
-    print(f"results: {record_results(rows, path)}")
+    results = record_results(rows, path)
+    if results is not None:
+        print(f"results: {results}")
 
 
 if __name__ == "__main__":

@@ -94,8 +94,14 @@ def flatten(node: Any, prefix: str = "") -> dict[str, Any]:
     return {prefix[:-1]: json.dumps(node) if isinstance(node, list) else node}
 
 
-def _load(run: Path) -> tuple[dict, dict]:
-    return json.loads((run / "args.json").read_text()), json.loads((run / "results.json").read_text())
+def _load(run: Path) -> tuple[dict, dict] | None:
+    """The run's args.json and results.json; None (a warning names the bad file) when one of
+    them cannot be read, which leaves the run out of the report."""
+    from solo_ext.results import read_run_json  # (with Lightning, which the report needs not otherwise)
+
+    args = read_run_json(run / "args.json", "run left out of the report")
+    results = None if args is None else read_run_json(run / "results.json", "run left out of the report")
+    return None if results is None else (args, results)
 
 
 def load_runs(dirs: Sequence[Path]) -> list[dict]:
@@ -105,7 +111,10 @@ def load_runs(dirs: Sequence[Path]) -> list[dict]:
     there is none."""
     runs, linear = {}, []
     for folder in find_runs(dirs):
-        args, results = _load(folder)
+        loaded = _load(folder)
+        if loaded is None:
+            continue
+        args, results = loaded
         if args.get("method") == "linear":
             linear.append((args, results))
             continue

@@ -16,6 +16,7 @@ import csv
 import json
 import math
 import re
+import sys
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -117,17 +118,41 @@ def collect_results(run_dir: Path, args: Mapping[str, Any], extra: Mapping[str, 
     }
 
 
-def merge_results(run_dir: Path, section: str, data: Any) -> Path:
+def read_run_json(path: Path, consequence: str) -> dict | None:
+    """The JSON object in ``path`` (a run's args.json or results.json); None, after one WARNING
+    line on stderr naming the file, what is wrong and ``consequence``, when it cannot be read or
+    is not a JSON object (a file cut short by a crash or a full disk, edited by hand)."""
+    try:
+        data = json.loads(path.read_text())
+        problem = None if isinstance(data, dict) else f"holds a JSON {type(data).__name__}, not an object"
+    except (OSError, UnicodeDecodeError) as exc:
+        problem = f"cannot be read ({exc.strerror if isinstance(exc, OSError) else exc})"
+    except json.JSONDecodeError as exc:
+        problem = f"is not valid JSON ({exc})"
+    if problem is None:
+        return data
+    print(f"WARNING: {path} {problem}; {consequence}", file=sys.stderr)
+    return None
+
+
+def merge_results(run_dir: Path, section: str, data: Any) -> Path | None:
     """Put ``data`` under ``section`` of the run folder's results.json (created if absent),
-    atomically; the other sections are kept."""
-    return write_results(run_dir, {section: data})
+    atomically; the other sections are kept. An unreadable results.json is left as it is
+    (a warning names it) and None returned."""
+    path = run_dir / RESULTS_FILE
+    current = read_run_json(path, f"left as it is, {section} not added") if path.is_file() else {}
+    if current is None:
+        return None
+    write_json_atomic(path, {**current, section: data})
+    return path
 
 
 def write_results(run_dir: Path, results: Mapping[str, Any]) -> Path:
-    """Write results.json atomically, keeping sections other tools added (``offline_knn``)."""
+    """Write results.json atomically, keeping sections other tools added (``offline_knn``); an
+    unreadable one is replaced (a warning names it)."""
     path = run_dir / RESULTS_FILE
-    current = json.loads(path.read_text()) if path.is_file() else {}
-    write_json_atomic(path, {**current, **results})
+    current = read_run_json(path, "replaced by this run's results") if path.is_file() else {}
+    write_json_atomic(path, {**(current or {}), **results})
     return path
 
 

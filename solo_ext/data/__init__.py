@@ -33,6 +33,7 @@ from solo_ext.data.datasets import (
     prepare_classification_datasets,
     prepare_pretrain_dataset,
 )
+from solo_ext.data.folders import FolderListings
 from solo_ext.data.info import DATASETS, DatasetInfo, dataset_mean_std, num_classes_of
 from solo_ext.data.loaders import DATA_FORMATS, image_backend, prepare_dataloader
 
@@ -40,6 +41,7 @@ __all__ = [
     "DATASETS",
     "DATA_FORMATS",
     "DatasetInfo",
+    "FolderListings",
     "FullTransformPipeline",
     "IndexedDataset",
     "NCropAugmentation",

@@ -25,9 +25,9 @@ from torch.utils.data import Dataset, Subset
 from solo_ext.data.digits import digits_dataset
 from solo_ext.data.downloads import TORCHVISION_DATASETS, torchvision_dataset
 from solo_ext.data.folders import (
+    FolderListings,
     ImageSamples,
     class_folder_dataset,
-    find_classes,
     flat_folder_dataset,
     tiny_imagenet_val_dataset,
 )
@@ -106,6 +106,7 @@ def prepare_pretrain_dataset(
     fraction: float = -1.0,
     download: bool = True,
     decode: str = "pil",
+    listings: FolderListings | None = None,
 ) -> Dataset:
     """The pretraining set of ``dataset``; item ``i`` is ``(i, transform(image_i), target_i)``.
 
@@ -126,6 +127,8 @@ def prepare_pretrain_dataset(
         decode: image folders only: what ``transform`` receives, ``"pil"`` (an RGB PIL image) or
             ``"tensor"`` (uint8 (3, H, W); see :func:`image_backend`). ``dali`` reads the folder as
             ``image_folder`` does; a :class:`~solo_ext.data.dali.DaliLoader` then decodes it.
+        listings: class folders already listed by this run (shared with its other datasets,
+            e.g. the clean kNN bank); None lists them for this dataset alone.
 
     Raises:
         DataError: missing or malformed folders, failed download, undecodable image.
@@ -141,7 +144,7 @@ def prepare_pretrain_dataset(
     elif dataset == "custom" and no_labels:
         base = flat_folder_dataset(root, key, dataset, transform)
     else:
-        base = class_folder_dataset(root, key, dataset, transform)
+        base = class_folder_dataset(root, key, dataset, transform, listings=listings)
     base = take_fraction(base, fraction, stratified=not no_labels)
     return IndexedDataset(_finish(base, data_format, decode), hide_labels=no_labels)
 
@@ -156,14 +159,19 @@ def prepare_classification_datasets(
     fraction: float = -1.0,
     download: bool = True,
     decode: str = "pil",
-) -> tuple[Dataset, Dataset]:
+    listings: FolderListings | None = None,
+    train: bool = True,
+) -> tuple[Dataset | None, Dataset]:
     """Labelled train and val sets of ``dataset``; items ``(T(image), target)``.
 
     The val folder is indexed with the train folder's classes, so its labels agree with the
     train labels even if a class is missing from it. ``fraction`` subsamples the train set only.
     Paths default to ``DATASETS[dataset].train_path`` / ``.val_path``; ``custom`` has no default
     val folder. Digits ignore both paths (1,437 train / 360 val images). ``decode``: as for
-    :func:`prepare_pretrain_dataset`.
+    :func:`prepare_pretrain_dataset`. ``listings``: as for :func:`prepare_pretrain_dataset` (one
+    is made for the two sets when None, so the train folder is listed once). ``train=False``
+    builds the val set alone (the train set is None); its labels still come from the train
+    folder's classes.
 
     Raises:
         DataError: missing or malformed folders (``custom`` without ``val_path`` included),
@@ -173,18 +181,29 @@ def prepare_classification_datasets(
     train_root = train_path if train_path is not None else info.train_path
     val_root = val_path if val_path is not None else info.val_path
     if dataset in TORCHVISION_DATASETS:
-        train = torchvision_dataset(dataset, train_root, "train", T_train, download, "data.train_path")
+        train_ds = (
+            torchvision_dataset(dataset, train_root, "train", T_train, download, "data.train_path")
+            if train
+            else None
+        )
         val = torchvision_dataset(dataset, val_root, "test", T_val, download, "data.val_path")
     elif dataset == "digits":
-        train, val = digits_dataset("train", T_train), digits_dataset("val", T_val)
+        train_ds = digits_dataset("train", T_train) if train else None
+        val = digits_dataset("val", T_val)
     else:
         # the val folder first (a missing one, custom's None included, fails before the train
         # folder is walked), labelled with the train folder's classes
-        classes = find_classes(train_root, "data.train_path", dataset)
+        listings = listings or FolderListings()
+        classes = listings.classes(train_root, "data.train_path", dataset)
         if dataset == "tiny-imagenet":
             val = tiny_imagenet_val_dataset(val_root, "data.val_path", classes, T_val)
         else:
-            val = class_folder_dataset(val_root, "data.val_path", dataset, T_val, classes=classes)
-        train = class_folder_dataset(train_root, "data.train_path", dataset, T_train)
-    train = take_fraction(train, fraction)
-    return _finish(train, data_format, decode), _finish(val, data_format, decode)
+            val = class_folder_dataset(val_root, "data.val_path", dataset, T_val, classes, listings=listings)
+        train_ds = (
+            class_folder_dataset(train_root, "data.train_path", dataset, T_train, listings=listings)
+            if train
+            else None
+        )
+    if train_ds is not None:
+        train_ds = _finish(take_fraction(train_ds, fraction), data_format, decode)
+    return train_ds, _finish(val, data_format, decode)

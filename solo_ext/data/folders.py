@@ -11,6 +11,7 @@ PIL for other formats), for the ``transforms.v2`` pipelines.
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Literal
@@ -117,17 +118,102 @@ def _refuse(root: str | os.PathLike | None, key: str, problems: Iterable[tuple[o
         raise DataError(f"{key}={shown!r}: {problem}")
 
 
-def _images_under(folder: Path) -> list[Path]:
-    """Image files anywhere below ``folder``, in a stable (sorted) order."""
-    found = []
-    for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
-        # Hidden folders (.ipynb_checkpoints, .cache, ...) never hold samples.
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-        found.extend(
-            Path(dirpath) / name
-            for name in sorted(filenames)
-            if name.lower().endswith(IMAGE_EXTENSIONS) and not name.startswith(".")
-        )
+def _list(folder: str | os.PathLike) -> list[os.DirEntry]:
+    """One listing of ``folder``, sorted by name, hidden entries (.ipynb_checkpoints, .cache, ...)
+    left out; DataError naming the folder when it cannot be listed."""
+    try:
+        with os.scandir(folder) as entries:
+            return sorted((e for e in entries if not e.name.startswith(".")), key=lambda e: e.name)
+    except OSError as exc:
+        raise DataError(f"cannot list folder '{folder}': {exc.strerror or exc}") from exc
+
+
+def _with_parents(real: str) -> list[str]:
+    """``real`` and every folder above it, up to the file system's root."""
+    chain = [real]
+    while (parent := os.path.dirname(chain[-1])) != chain[-1]:
+        chain.append(parent)
+    return chain
+
+
+class _ImageWalk:
+    """Image files below the class folders of one root, links followed, each real file once.
+
+    Real paths decide what is taken (they are looked up only for links: a plain entry's real path
+    is its folder's plus its name). A folder is entered at most once (a link back to a folder
+    already walked, e.g. ``train/a/loop -> ..``, is cut), never one that holds a class folder or
+    ``top`` (that would pull the other classes in) and never one inside another class folder; a
+    file is taken once, and a link to a file inside another class folder is left to that class.
+    So labels never cross classes and a cycle cannot repeat images.
+
+    Args:
+        top: the folder above the class folders (the dataset root).
+        class_dirs: ``{class name: its folder}``; a flat folder is one class, ``top`` itself.
+    """
+
+    def __init__(self, top: Path, class_dirs: dict[str, Path]) -> None:
+        self.class_dirs = class_dirs
+        self.class_of = {os.path.realpath(d): name for name, d in class_dirs.items()}
+        # entering any of these would reach a class folder (or the root) again
+        self.holders = {a for real in (os.path.realpath(top), *self.class_of) for a in _with_parents(real)}
+        self.entered: set[str] = set()
+        self.taken: set[str] = set()
+        self.skipped: list[tuple[Path, str]] = []  # (link, where it leads) of the links cut
+
+    def _owner(self, real: str) -> str | None:
+        """The class whose folder holds ``real`` (the nearest), None for a path outside them."""
+        return next((self.class_of[a] for a in _with_parents(real) if a in self.class_of), None)
+
+    def images(self, name: str) -> list[Path]:
+        """The image files of class ``name``, in a stable order: a folder's files (sorted), then
+        its sub-folders', depth first."""
+        top = self.class_dirs[name]
+        real_top = os.path.realpath(top)
+        self.entered.add(real_top)
+        found: list[Path] = []
+        pending = [(top, real_top)]
+        while pending:
+            folder, real_folder = pending.pop()
+            subfolders = []
+            for entry in _list(folder):
+                path = Path(entry.path)
+                link = entry.is_symlink()
+                real = os.path.realpath(path) if link else os.path.join(real_folder, entry.name)
+                # a link to another class's folder or file is left to that class; one to a path
+                # outside every class folder is followed (a dangling link is kept as a file:
+                # reading it names the file)
+                elsewhere = link and self._owner(real) not in (name, None)
+                if entry.is_dir():
+                    if real in self.entered or real in self.holders or elsewhere:
+                        self.skipped.append((path, real))
+                    else:
+                        self.entered.add(real)
+                        subfolders.append((path, real))
+                elif entry.name.lower().endswith(IMAGE_EXTENSIONS):
+                    if elsewhere:
+                        self.skipped.append((path, real))
+                    elif real not in self.taken:
+                        self.taken.add(real)
+                        found.append(path)
+            pending.extend(reversed(subfolders))
+        return found
+
+    def warn_skipped(self, key: str) -> None:
+        """One warning line for the links that were cut, naming the first."""
+        if self.skipped:
+            link, real = self.skipped[0]
+            print(
+                f"WARNING: {key}: {len(self.skipped)} link(s) not followed (to a folder already walked, one "
+                f"holding the class folders, or into another class), e.g. '{link}' -> '{real}'",
+                file=sys.stderr,
+            )
+
+
+def _images_under(folder: Path, key: str) -> list[Path]:
+    """Image files anywhere below ``folder``, in a stable (sorted) order; see :class:`_ImageWalk`."""
+    walk = _ImageWalk(folder, {"": folder})
+    found = walk.images("") if folder.is_dir() else []
+    walk.warn_skipped(key)
     return found
 
 
@@ -146,8 +232,7 @@ def find_classes(
     """
     layout = layout or _class_folder_layout(dataset)
     exists = root is not None and Path(root).is_dir()
-    entries = os.scandir(root) if exists else ()
-    classes = sorted(e.name for e in entries if e.is_dir() and not e.name.startswith("."))
+    classes = [e.name for e in _list(root) if e.is_dir()] if exists else []
     hint = "; for a flat folder of unlabelled images set data.no_labels=True" if dataset == "custom" else ""
     what = key.removeprefix("data.").removesuffix("_path")
     _refuse(
@@ -162,6 +247,38 @@ def find_classes(
     return classes
 
 
+class FolderListings:
+    """The class-per-folder trees one run has listed, each walked once (one listing per folder):
+    every dataset the run builds from the same folder (the pretraining set, the clean kNN bank,
+    the classes a val folder is labelled with) shares its file list. Keyed by the folder's real
+    path; pass one instance to the dataset builders of a run, and a new one to the next run."""
+
+    def __init__(self) -> None:
+        self._classes: dict[str, list[str]] = {}
+        self._images: dict[str, dict[str, list[Path]]] = {}
+
+    def classes(
+        self, root: str | os.PathLike | None, key: str, dataset: str, layout: str | None = None
+    ) -> list[str]:
+        """:func:`find_classes` of ``root``, listed once."""
+        real = None if root is None else os.path.realpath(root)
+        if real not in self._classes:
+            self._classes[real] = find_classes(root, key, dataset, layout)
+        return self._classes[real]
+
+    def images(
+        self, root: str | os.PathLike | None, key: str, dataset: str, layout: str | None = None
+    ) -> dict[str, list[Path]]:
+        """``{class: its image files}`` of ``root``'s class folders (:class:`_ImageWalk`), walked once."""
+        classes = self.classes(root, key, dataset, layout)
+        real = os.path.realpath(root)
+        if real not in self._images:
+            walk = _ImageWalk(Path(root), {name: Path(root) / name for name in classes})
+            self._images[real] = {name: walk.images(name) for name in classes}
+            walk.warn_skipped(key)
+        return self._images[real]
+
+
 def class_folder_dataset(
     root: str | os.PathLike | None,
     key: str,
@@ -169,22 +286,27 @@ def class_folder_dataset(
     transform: Callable | None = None,
     classes: Sequence[str] | None = None,
     layout: str | None = None,
+    listings: FolderListings | None = None,
 ) -> ImageSamples:
     """ImageFolder-style dataset: every image below ``<root>/<class>/`` gets that class.
+
+    Links (to files and to folders) are followed, each real file is taken once and labels never
+    cross classes (:class:`_ImageWalk`).
 
     Args:
         classes: the class list to index into (a val folder uses the train folder's classes, so
             that a missing class cannot shift the labels); None takes ``root``'s own folders.
+        listings: the run's folder listings, shared with its other datasets; None lists ``root``
+            for this dataset alone.
 
     Raises:
         DataError: missing folder, no class folders, a class folder that is not in ``classes``,
-            an empty class folder.
+            an empty class folder, a folder that cannot be listed.
     """
     layout = layout or _class_folder_layout(dataset)
-    folder_classes = find_classes(root, key, dataset, layout)
-    classes = list(folder_classes if classes is None else classes)
-    unknown = sorted(set(folder_classes) - set(classes))
-    found = {name: _images_under(Path(root) / name) for name in folder_classes}
+    found = (listings or FolderListings()).images(root, key, dataset, layout)
+    classes = list(found if classes is None else classes)
+    unknown = sorted(set(found) - set(classes))
     empty = next((name for name, images in found.items() if not images), None)
     _refuse(
         root,
@@ -199,7 +321,8 @@ def class_folder_dataset(
         ),
     )
     paths = [path for images in found.values() for path in images]
-    targets = [classes.index(name) for name, images in found.items() for _ in images]
+    index = {name: i for i, name in enumerate(classes)}
+    targets = [index[name] for name, images in found.items() for _ in images]
     return ImageSamples(paths, targets, classes, transform)
 
 
@@ -214,7 +337,7 @@ def flat_folder_dataset(
     Raises:
         DataError: missing folder, or no image in it.
     """
-    paths = _images_under(Path(root))  # os.walk finds nothing in a missing folder
+    paths = _images_under(Path(root), key)  # nothing in a missing folder
     _refuse(
         root,
         key,

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 import os
-import tempfile
+import secrets
 import textwrap
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -69,22 +69,34 @@ def effective_rank(features: Tensor) -> float:
     return effective_rank_of_spectrum(singular_values(features))
 
 
+def _new_file_beside(path: Path) -> Path:
+    """A new empty file of its own next to ``path``, created as any file is: mode 0o666 less the
+    umask (mkstemp's 0o600 would stay on the file once renamed onto ``path``)."""
+    while True:
+        tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+        try:
+            os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+            return tmp
+        except FileExistsError:  # another writer's: draw another name
+            continue
+
+
 @contextmanager
 def atomic_output(path: str | Path) -> Iterator[Path]:
     """Yield a temporary path next to ``path``; on success move it onto ``path`` with os.replace.
 
     A reader (wandb, a browser, another process) never sees a half-written file, and a failed
-    write leaves the previous file in place.
+    write leaves the previous file in place. The file gets the permissions a plain ``open`` would
+    give it (0o666 less the umask).
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
+    tmp = _new_file_beside(path)
     try:
-        yield Path(tmp)
+        yield tmp
         os.replace(tmp, path)
     finally:
-        Path(tmp).unlink(missing_ok=True)  # left only when the write or the move failed
+        tmp.unlink(missing_ok=True)  # left only when the write or the move failed
 
 
 def plot_spectra(spectra: Mapping[str, Tensor] | Tensor, path: str | Path, title: str = "") -> Path:

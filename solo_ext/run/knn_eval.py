@@ -232,9 +232,10 @@ def run_knn(
     return rows, path
 
 
-def record_results(rows: Sequence[dict], csv_path: Path) -> Path:
+def record_results(rows: Sequence[dict], csv_path: Path) -> Path | None:
     """Add the table to results.json of the checkpoint's folder (section ``offline_knn``, with
-    the best row), atomically; returns that file."""
+    the best row), atomically; returns that file, or None when it cannot be read (left as it is,
+    a warning names it)."""
     best = max(rows, key=lambda r: r["acc1"])
     return merge_results(
         csv_path.parent, "offline_knn", {"rows": list(rows), "best": best, "csv": str(csv_path)}

@@ -14,7 +14,12 @@ from torch.utils.data import DataLoader
 from solo_ext.backbones import MaskedViT, build_backbone
 from solo_ext.backbones.loading import load_backbone_weights
 from solo_ext.config.linear import parse_cfg
-from solo_ext.data import dataset_mean_std, prepare_classification_datasets, prepare_dataloader
+from solo_ext.data import (
+    FolderListings,
+    dataset_mean_std,
+    prepare_classification_datasets,
+    prepare_dataloader,
+)
 from solo_ext.data.dali import dali_classification_loader
 from solo_ext.data.loaders import classification_transforms, image_backend
 from solo_ext.methods.linear import LinearModel
@@ -97,6 +102,7 @@ def build_linear_loaders(cfg: DictConfig, crop_size: int) -> tuple[DataLoader, l
         "val_path": data.val_path,
         "data_format": data.format,
         "decode": "tensor" if backend == "tensor" else "pil",
+        "listings": FolderListings(),  # the clean kNN bank's train set shares the train folder's list
     }
     train_ds, val_ds = prepare_classification_datasets(
         data.dataset, train_transform, val_transform, fraction=data.fraction, **sets

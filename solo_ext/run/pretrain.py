@@ -20,6 +20,7 @@ from solo_ext.config.lightning import cluster_plugins, lightning_devices
 from solo_ext.config.pretrain import parse_cfg
 from solo_ext.config.schema import trainer_keys
 from solo_ext.data import (
+    FolderListings,
     FullTransformPipeline,
     NCropAugmentation,
     dataset_mean_std,
@@ -60,8 +61,9 @@ RUN_ID_ENV, CKPT_ENV = "SOLO_EXT_RUN_ID", "SOLO_EXT_RESUME_CKPT"
 
 
 def build_pretrain_loaders(cfg: DictConfig):
-    """(train loader of ``[idx, [crops], y]``, list of val loaders: the val set and, with kNN on,
-    the training set under the val transform for the kNN bank).
+    """(train loader of ``[idx, [crops], y]``, list of val loaders: the val set and, with
+    ``knn_eval.bank: clean``, the training set under the val transform for the kNN bank). The
+    train folder is listed once for all of them.
 
     Image folders are read by the tensor back-end (uint8 batches) or, with ``data.format: dali``,
     by DALI (:func:`~solo_ext.data.loaders.image_backend`); the methods normalise uint8 batches
@@ -77,11 +79,12 @@ def build_pretrain_loaders(cfg: DictConfig):
                 for aug in augmentations
             ]
         )
-    # how every dataset of this run reads its folders
+    # how every dataset of this run reads its folders (sharing their listings)
     reading = {
         "data_format": data.format,
         "fraction": data.fraction,
         "decode": "tensor" if backend == "tensor" else "pil",
+        "listings": FolderListings(),
     }
     train_ds = prepare_pretrain_dataset(
         data.dataset, transform, train_path=data.train_path, no_labels=data.no_labels, **reading
@@ -108,6 +111,7 @@ def build_pretrain_loaders(cfg: DictConfig):
         val_transform,
         train_path=data.train_path,
         val_path=data.val_path,
+        train=cfg.knn_eval.enabled and cfg.knn_eval.bank == "clean",  # the kNN bank's, if asked
         **reading,
     )
 
@@ -119,7 +123,7 @@ def build_pretrain_loaders(cfg: DictConfig):
         return prepare_dataloader(ds, batch_size, data.num_workers, shuffle=False, drop_last=False)
 
     loaders = [eval_loader(val_ds)]
-    if cfg.knn_eval.enabled and cfg.knn_eval.bank == "clean":
+    if clean_train_ds is not None:
         loaders.append(eval_loader(clean_train_ds))
     return train_loader, loaders
 

@@ -91,3 +91,16 @@ def test_the_config_fills_every_crop_size(tmp_path):
     assert [aug.crop_size for aug in cfg.augmentations] == [32, 16]
     pipeline = build_tensor_pipeline(OmegaConf.to_container(cfg.augmentations[0], resolve=True))
     assert pipeline(torch.zeros(3, 40, 40, dtype=torch.uint8)).shape == (3, 32, 32)
+
+
+def test_a_jpeg_decompression_bomb_is_refused_before_decoding(tmp_path):
+    """A JPEG whose frame header says 20000 x 20000 (4e8 pixels, more than twice PIL's
+    MAX_IMAGE_PIXELS) is refused from its header, before decode_jpeg allocates 1.2 GB."""
+    path = tmp_path / "huge.jpg"
+    Image.fromarray(np.zeros((8, 8, 3), dtype=np.uint8)).save(path)
+    data = bytearray(path.read_bytes())
+    frame = data.index(b"\xff\xc0")  # SOF0: length (2), precision (1), height (2), width (2)
+    data[frame + 5 : frame + 9] = (20_000).to_bytes(2, "big") * 2
+    path.write_bytes(bytes(data))
+    with pytest.raises(DataError, match=rf"^cannot decode image '{path}': .*decompression bomb"):
+        decode_rgb_tensor(path)

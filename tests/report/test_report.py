@@ -3,6 +3,7 @@ offline results joined to their pretraining run, and the four files."""
 
 import json
 import math
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -134,3 +135,52 @@ def test_malformed_baseline_and_missing_folder(tmp_path):
     with pytest.raises(ReportError, match=r"gone: no such folder$"):
         make_report([tmp_path, tmp_path / "gone"])
     assert not (tmp_path / "report.md").exists()
+
+
+LEFT_OUT = "run left out of the report"
+
+
+def test_a_run_with_a_bad_file_is_left_out_with_a_warning(tmp_path, capsys):
+    for seed in range(3):
+        fake_run(tmp_path, f"a{seed}", "mae", seed, None, 60.0 + seed, 20.0)
+    cut = tmp_path / "mae-reg" / "a1" / "results.json"
+    cut.write_text(cut.read_text()[:25])  # a write cut short
+    not_object = tmp_path / "mae-reg" / "a2" / "args.json"
+    not_object.write_text("[]")
+    report = make_report([tmp_path])
+    assert report.startswith("1 runs in 1 groups")
+    warnings = capsys.readouterr().err.splitlines()
+    assert len(warnings) == 2
+    assert warnings[0].startswith(f"WARNING: {cut} is not valid JSON (Unterminated string")
+    assert warnings[1] == f"WARNING: {not_object} holds a JSON list, not an object; {LEFT_OUT}"
+    assert warnings[0].endswith(LEFT_OUT)
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o077, 0o002])
+def test_report_files_get_the_usual_permissions(tmp_path, umask):
+    fake_run(tmp_path, "a0", "mae", 0, None, 60.0, 20.0)
+    previous = os.umask(umask)
+    try:
+        make_report([tmp_path], out=tmp_path / "out")
+    finally:
+        os.umask(previous)
+    modes = {p.name: p.stat().st_mode & 0o777 for p in (tmp_path / "out").iterdir()}
+    names = ["curves.png", "report.csv", "report.md", "spectra.png"]
+    assert modes == {name: 0o666 & ~umask for name in names}
+
+
+def test_a_finishing_run_replaces_an_unreadable_results_json(tmp_path, capsys):
+    from solo_ext.results import merge_results, write_results
+
+    results = tmp_path / "results.json"
+    results.write_text('{"offline_knn": ')
+    assert merge_results(tmp_path, "offline_knn", {"best": 1}) is None  # another tool's: left alone
+    assert results.read_text() == '{"offline_knn": '
+    write_results(tmp_path, {"metrics": {}})  # the run's own: replaced
+    assert json.loads(results.read_text()) == {"metrics": {}}
+    warnings = capsys.readouterr().err.splitlines()
+    assert [w.rpartition("; ")[2] for w in warnings] == [
+        "left as it is, offline_knn not added",
+        "replaced by this run's results",
+    ]
+    assert all(w.startswith(f"WARNING: {results} is not valid JSON") for w in warnings)

@@ -117,3 +117,18 @@ def test_defaults_follow_the_run(tmp_path):
     ]
     rows, _ = run_knn(checkpoint=str(ckpt), data_fraction=0.3, num_workers=0, feature_type=["cls"], k=[3])
     assert [(r["feature_type"], r["k"]) for r in rows] == [("cls", 3)]
+
+
+def test_an_unreadable_results_json_is_left_as_it_is_with_a_warning(tmp_path, capsys):
+    ckpt = save_tiny_pretrained(tmp_path)
+    results = ckpt.parent / "results.json"
+    results.write_text('{"metrics": {"val_acc1": {"fin')  # a write cut short
+    main_knn.main(["--checkpoint", str(ckpt), "--data_fraction", "0.3", "--num_workers", "0", "--k", "5"])
+    out, err = capsys.readouterr()
+    csv_path = ckpt.with_name(f"{ckpt.stem}-knn-digits.csv")
+    assert out.strip().splitlines()[-1] == f"written to {csv_path}" and csv_path.is_file()
+    assert err.strip().splitlines() == [
+        f"WARNING: {results} is not valid JSON (Unterminated string starting at: line 1 column 27 "
+        "(char 26)); left as it is, offline_knn not added"
+    ]
+    assert results.read_text() == '{"metrics": {"val_acc1": {"fin'

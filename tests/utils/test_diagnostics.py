@@ -97,3 +97,16 @@ def test_atomic_output_keeps_previous_file_on_failure(tmp_path):
         tmp.write_bytes(b"new")
     assert target.read_bytes() == b"new"
     assert os.listdir(tmp_path) == ["out.png"]
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o077, 0o002])
+def test_pictures_get_the_usual_permissions(tmp_path, umask):
+    previous = os.umask(umask)
+    try:
+        plot_spectrum(singular_values(gaussian(20, 8)), tmp_path / "spectrum" / "ep=0.png")
+        with atomic_output(tmp_path / "plain.txt") as tmp:
+            tmp.write_bytes(b"x")
+    finally:
+        os.umask(previous)
+    for path in (tmp_path / "spectrum" / "ep=0.png", tmp_path / "plain.txt"):
+        assert path.stat().st_mode & 0o777 == 0o666 & ~umask, path

@@ -1,3 +1,5 @@
+import os
+
 import numpy as np
 import pytest
 import torch
@@ -142,3 +144,13 @@ def test_small_images_are_upscaled_nearest_with_labelled_columns(tmp_path):
     assert 8 < strip < 30 and np.array_equal(image[strip:], big)
     thirds = np.array_split(image[:strip], 3, axis=1)
     assert all((third < 128).any() for third in thirds)  # a label over every column
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o077])
+def test_reconstructions_get_the_usual_permissions(tmp_path, umask):
+    previous = os.umask(umask)
+    try:
+        path = save_grid_png(np.zeros((8, 8, 3), dtype=np.uint8), tmp_path / "ep=0.png", caption="c")
+    finally:
+        os.umask(previous)
+    assert path.stat().st_mode & 0o777 == 0o666 & ~umask
