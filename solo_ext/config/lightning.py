@@ -129,7 +129,6 @@ def cluster_plugins(flags: Mapping[str, Any], environ: Mapping[str, str] | None 
 
 def _trainer(flags: Mapping[str, Any], plugins: list | None = None) -> Trainer:
     flags = {**flags}
-    plugins = [*(plugins or []), *cluster_plugins(flags)]
     if plugins:
         # a precision plugin given with the Trainer (build_trainer's test seam) sets the precision
         if any(isinstance(plugin, Precision) for plugin in plugins):
@@ -160,6 +159,7 @@ def resolve_trainer(flags: Mapping[str, Any], plugins: list | None = None) -> Re
             than the one asked for; one line naming the key.
     """
     flags = {key: flags[key] for key in RESOLVED_KEYS}
+    plugins = [*(plugins or []), *cluster_plugins(flags)]
     try:
         trainer = _trainer(flags, plugins)
     except _REFUSALS as err:

@@ -89,3 +89,51 @@ def test_lightnings_refusal_is_one_line_naming_the_key(tmp_path, top, line):
 def test_a_gpu_accelerator_without_a_gpu_is_refused(tmp_path, accelerator):
     with pytest.raises(ConfigError, match=rf"^accelerator='{accelerator}': .*\(available here: cpu\)$"):
         parse(tmp_path, accelerator=accelerator)
+
+
+SLURM_JOB = {"SLURM_JOB_ID": "17", "SLURM_JOB_NAME": "train", "SLURM_NODELIST": "n1", "SLURM_NNODES": "1"}
+
+
+def slurm_env(monkeypatch, **extra):
+    """The variables SLURM sets in a job's tasks (what Lightning's SLURMEnvironment reads)."""
+    env = {**SLURM_JOB, "SLURM_PROCID": "0", "SLURM_LOCALID": "0", "SLURM_NODEID": "0", **extra}
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+
+
+def test_a_one_task_slurm_allocation_starts_the_devices_asked_for(tmp_path, monkeypatch):
+    # a sweep agent's job (sbatch --ntasks=1): Lightning alone would run one process, silently
+    slurm_env(monkeypatch, SLURM_NTASKS="1", SLURM_NTASKS_PER_NODE="1")
+    assert parse(tmp_path, devices=2, strategy="ddp").derived.world_size == 2
+
+
+def test_slurm_tasks_per_node_run_as_ddp_processes(tmp_path, monkeypatch):
+    slurm_env(monkeypatch, SLURM_NTASKS="2", SLURM_NTASKS_PER_NODE="2")
+    assert parse(tmp_path, devices=2, strategy="ddp").derived.world_size == 2
+
+
+@pytest.mark.parametrize(
+    "extra, top, line",
+    [
+        (
+            {"SLURM_NTASKS": "4", "SLURM_NTASKS_PER_NODE": "4"},
+            {"devices": 2, "strategy": "ddp"},
+            "devices=2: SLURM starts 4 tasks per node (--ntasks-per-node=4); set devices=4",
+        ),
+        (
+            {"SLURM_NTASKS": "2"},
+            {"devices": 2, "strategy": "ddp"},
+            "devices=2: this SLURM job has 2 tasks (--ntasks=2) but no --ntasks-per-node",
+        ),
+        (
+            {"SLURM_NTASKS": "1"},
+            {"devices": 1, "num_nodes": 2},
+            "num_nodes=2: this SLURM job has one task, which runs on one node",
+        ),
+    ],
+)
+def test_slurm_settings_that_disagree_with_devices_are_one_line(tmp_path, monkeypatch, extra, top, line):
+    slurm_env(monkeypatch, **extra)
+    with pytest.raises(ConfigError) as err:
+        parse(tmp_path, **top)
+    assert str(err.value).startswith(line) and "\n" not in str(err.value), str(err.value)
