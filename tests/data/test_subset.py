@@ -204,3 +204,16 @@ def test_other_refusals_name_the_flag_and_write_nothing(tmp_path):
         "--classes='imagenet1000': must be imagenet100 or a text file of class folder names" in result.stderr
     )
     assert not (tmp_path / "out").exists()
+
+
+def test_the_imagenet100_recipes_say_how_to_make_their_data():
+    recipes = sorted(ROOT.glob("scripts/*/imagenet-100/*.yaml"))
+    assert len(recipes) == 7
+    for recipe in recipes:
+        text = recipe.read_text()
+        made = re.search(
+            r"python -m solo_ext\.data\.subset --classes imagenet100 --src \S+ --dst (\S+)\n", text
+        )
+        assert made, recipe
+        read = re.search(r"\n  train_path: \"(.*)/train\"\n  val_path: \"(.*)/val\"\n", text)
+        assert read and read.group(1) == read.group(2) == made.group(1), recipe
