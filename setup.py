@@ -50,6 +50,8 @@ setup(
         "pydantic>=2.5,<3",
         # sweep files (solo_ext/run/sweeps.py)
         "pyyaml>=5.1",
+        # hf-hub:ORG/NAME weights sources (solo_ext/config/paths.py); timm requires it too
+        "huggingface_hub",
     ],
     extras_require={
         # the tests check exports against the real transformers
