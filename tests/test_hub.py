@@ -8,8 +8,11 @@ import sys
 from pathlib import Path
 
 import pytest
+import timm
 import torch
+from timm.models import save_for_hf
 
+from solo_ext.backbones.interop import backbone_from_timm_config
 from solo_ext.config.errors import ConfigError
 from solo_ext.config.linear import parse_cfg as parse_linear
 from solo_ext.config.pretrain import parse_cfg as parse_pretrain
@@ -91,6 +94,34 @@ def test_hub_names_load_what_the_folder_holds(run_dir, tmp_path, offline_cache, 
     assert linear_hub.backbone.kwargs.embed_dim == 32 and linear_hub.backbone.kwargs.depth == 2
     assert_same(load_backbone(linear_hub).state_dict(), load_backbone(linear_folder).state_dict())
     assert_same(load_backbone(linear_hub).state_dict(), trained_backbone)
+
+
+def test_a_timm_repository_of_others_gives_its_backbone_and_weights(tmp_path, offline_cache):
+    """A folder timm itself wrote (timm.models.save_for_hf: config.json with the architecture and
+    its arguments, model.safetensors; no export.json of ours), as a hub repository."""
+    torch.manual_seed(2)
+    sizes = {"img_size": 32, "patch_size": 8, "depth": 2, "embed_dim": 32, "num_heads": 2}
+    model = timm.create_model("vit_tiny_patch16_224", pretrained=False, num_classes=0, **sizes)
+    save_for_hf(model, str(tmp_path / "timm-made"), safe_serialization=True)
+    put_in_cache(offline_cache, "someone/vit-tiny-32", tmp_path / "timm-made")
+    theirs = model.state_dict()
+
+    linear = parse_linear(tiny_linear_cfg("hf-hub:someone/vit-tiny-32", tmp_path))
+    assert linear.backbone.name == "vit_base" and {**linear.backbone.kwargs} == {**sizes, "mlp_ratio": 4.0}
+    assert_same(load_backbone(linear).state_dict(), theirs)
+    _, pretrain = mae(tmp_path, "hf-hub:someone/vit-tiny-32")
+    assert_same(pretrain.backbone.state_dict(), theirs)
+    # the hub's own timm repositories name the architecture alone: timm's sizes of it
+    assert backbone_from_timm_config({"architecture": "vit_tiny_patch16_224"})["kwargs"] == {
+        "img_size": 224,
+        "patch_size": 16,
+        "embed_dim": 192,
+        "depth": 12,
+        "num_heads": 3,
+        "mlp_ratio": 4.0,
+    }
+    assert backbone_from_timm_config({"architecture": "resnet18"}) is None
+    assert backbone_from_timm_config({"architecture": "no_such_model"}) is None
 
 
 def test_what_the_hub_cannot_give_is_one_line(run_dir, tmp_path, offline_cache):

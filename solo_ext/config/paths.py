@@ -10,7 +10,7 @@ from typing import Any
 
 from pydantic import TypeAdapter, ValidationError
 
-from solo_ext.backbones.interop import backbone_from_hf_config
+from solo_ext.backbones.interop import backbone_from_hf_config, backbone_from_timm_config
 from solo_ext.backbones.loading import CHECKPOINT_SUFFIXES, FOLDER_WEIGHTS
 from solo_ext.config.errors import fail
 from solo_ext.utils.checkpointer import checkpoints_in
@@ -144,7 +144,8 @@ def saved_run_args(checkpoint: str | os.PathLike, key: str = "pretrained_feature
 
 def exported_run_args(folder: Path) -> dict | None:
     """What a folder without args.json says about its model: a solo_ext.export folder's
-    export.json, or a Hugging Face ViTMAE folder's config.json (the backbone only)."""
+    export.json, or the backbone alone from a Hugging Face ViTMAE folder's or a timm folder's
+    config.json (``model_type: vit_mae``; ``architecture``)."""
     export_json, hf_json = folder / "export.json", folder / "config.json"
     if export_json.is_file():
         arch = json.loads(export_json.read_text()).get("architecture") or {}
@@ -153,4 +154,7 @@ def exported_run_args(folder: Path) -> dict | None:
         config = json.loads(hf_json.read_text())
         if config.get("model_type") == "vit_mae":
             return {"backbone": backbone_from_hf_config(config), "method": "mae"}
+        if isinstance(config.get("architecture"), str):
+            backbone = backbone_from_timm_config(config)
+            return {"backbone": backbone} if backbone else None
     return None
