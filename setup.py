@@ -29,7 +29,7 @@ setup(
     ],
     python_requires=">=3.11",
     packages=find_packages(include=["solo_ext", "solo_ext.*"]),
-    # ImageNet-100's class list, read by python -m solo_ext.data.imagenet100
+    # ImageNet-100's class list, read by python -m solo_ext.data.subset --classes imagenet100
     package_data={"solo_ext.data": ["imagenet100_classes.txt"]},
     install_requires=[
         "torch>=2.4",
@@ -52,6 +52,8 @@ setup(
         "pydantic>=2.5,<3",
         # sweep files (solo_ext/run/sweeps.py)
         "pyyaml>=5.1",
+        # hf-hub:ORG/NAME weights sources (solo_ext/config/paths.py); timm requires it too
+        "huggingface_hub",
     ],
     extras_require={
         # the tests check exports against the real transformers

@@ -10,7 +10,7 @@ query, key and value and renames the rest. Two generations of its names are read
 transformers 5 (``vit.layers.<i>.attention.q_proj``) and transformers 4
 (``vit.encoder.layer.<i>.attention.attention.query``).
 
-Pure functions of state dicts: no I/O, nothing imported from transformers.
+Pure functions of state dicts and configs: no I/O, nothing imported from transformers.
 """
 
 from __future__ import annotations
@@ -169,5 +169,38 @@ def backbone_from_hf_config(config: dict) -> dict:
             "depth": config["num_hidden_layers"],
             "num_heads": config["num_attention_heads"],
             "mlp_ratio": config["intermediate_size"] / hidden,
+        },
+    }
+
+
+def backbone_from_timm_config(config: dict) -> dict | None:
+    """Our ``backbone`` config (name + kwargs) for a timm hub folder's ``config.json``
+    (``architecture`` and, where saved, ``model_args``): the sizes of the model timm builds from
+    it (on the meta device, nothing allocated), or None when timm does not know the architecture,
+    it is no ``VisionTransformer``, or its input is not square."""
+    import timm
+    from timm.models.vision_transformer import VisionTransformer
+
+    try:
+        with torch.device("meta"):
+            model = timm.create_model(
+                config["architecture"], pretrained=False, **(config.get("model_args") or {})
+            )
+    except (RuntimeError, TypeError, ValueError):
+        return None
+    if not isinstance(model, VisionTransformer) or not len(model.blocks):
+        return None
+    (height, width), (patch, patch_w) = model.patch_embed.img_size, model.patch_embed.patch_size
+    if height != width or patch != patch_w:
+        return None
+    return {
+        "name": "vit_base",  # every size key below overrides the base's
+        "kwargs": {
+            "img_size": height,
+            "patch_size": patch,
+            "embed_dim": model.embed_dim,
+            "depth": len(model.blocks),
+            "num_heads": model.blocks[0].attn.num_heads,
+            "mlp_ratio": model.blocks[0].mlp.fc1.out_features / model.embed_dim,
         },
     }

@@ -10,11 +10,13 @@ solo-learn's linear/fine-tune schema (reference: solo/args/linear.py) plus four 
 - ``batchnorm_head``: BatchNorm1d without affine parameters before the linear head (MAE's probe).
 - ``allow_random_backbone``: the only way to run with ``pretrained_feature_extractor: null``.
 
-``pretrained_feature_extractor`` is a ``.ckpt``/``.pth``/``.pt`` file or a run folder (its newest
-checkpoint is taken).
+``pretrained_feature_extractor`` is a ``.ckpt``/``.pth``/``.pt``/``.safetensors`` file, a run
+folder (its newest checkpoint is taken), an export or Hugging Face folder, or ``hf-hub:ORG/NAME``
+(see :func:`solo_ext.config.paths.resolve_weights_path`).
 
 When ``backbone.name`` is not given it is read, with ``backbone.kwargs``, from the ``args.json``
-that solo-ext and solo-learn write beside their checkpoints; ``backbone.kwargs`` given here then
+that solo-ext and solo-learn write beside their checkpoints (or an export's ``export.json``, a
+ViTMAE or timm folder's ``config.json``); ``backbone.kwargs`` given here then
 override the saved ones (e.g. ``drop_path_rate`` for fine-tuning). As in pretraining, every
 invalid value stops here with a one-line ``ConfigError`` before anything is written.
 """
