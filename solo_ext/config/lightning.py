@@ -92,7 +92,9 @@ def cluster_plugins(flags: Mapping[str, Any], environ: Mapping[str, str] | None 
             allocation asked for several nodes; one line naming the key and the SLURM setting.
     """
     env = os.environ if environ is None else environ
-    if not SLURMEnvironment.detect():
+    with _quiet():  # Lightning's hint that srun exists is for the real Trainer
+        inside = SLURMEnvironment.detect()
+    if not inside:
         return []
     ntasks = int(env.get("SLURM_NTASKS", "1") or 1)
     devices = flags.get("devices")

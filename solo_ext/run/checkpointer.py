@@ -70,6 +70,7 @@ class Checkpointer(Callback):
         self.save_on_signal = save_on_signal
         self.enabled = enabled
         self._signal: int | None = None
+        self._stopping: tuple[int, Path | None] | None = None
         self._handlers: dict = {}
         self._last_save = time.monotonic()
 
@@ -143,8 +144,11 @@ class Checkpointer(Callback):
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         signum = int(self._agreed(trainer, float(self._signal or 0), every_step=False))
-        if signum:
-            self._stop(trainer, signum)
+        if signum and self._stopping is None:
+            # saved now; the run stops at the next batch's start (or after this epoch's end),
+            # once Lightning has logged this step, so no step goes unlogged or is logged twice
+            self._stopping = (signum, self.save(trainer, mid_epoch=True))
+            return
         last_batch = batch_idx + 1 >= trainer.num_training_batches
         due = bool(self.every_n_steps) and trainer.global_step % self.every_n_steps == 0
         if self.every_n_minutes and not due:
@@ -153,15 +157,23 @@ class Checkpointer(Callback):
         if due and not last_batch:
             self.save(trainer, mid_epoch=True)
 
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        if self._stopping is not None:
+            self._stop(trainer, *self._stopping)
+
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if trainer.sanity_checking:
             return
         epoch = trainer.current_epoch
         if (epoch + 1) % self.frequency == 0 or epoch + 1 == trainer.max_epochs:
-            self.save(trainer)
+            path = self.save(trainer)
+            if self._stopping is not None and path is not None:
+                self._stopping = (self._stopping[0], path)  # the epoch's end supersedes the state
+        if self._stopping is not None:
+            self._stop(trainer, *self._stopping)
 
-    def _stop(self, trainer: pl.Trainer, signum: int) -> None:
-        path = self.save(trainer, mid_epoch=True)
+    def _stop(self, trainer: pl.Trainer, signum: int, path: Path | None) -> None:
+        self._stopping = None
         saved = (
             f"the run's state is saved in {path}" if path else "nothing saved (checkpoint.enabled is False)"
         )
