@@ -44,6 +44,12 @@ def fail(message: str):
     raise AssertionError(message)
 
 
+def only(paths, what: str):
+    paths = list(paths)
+    assert len(paths) == 1, f"expected one {what}, found {[str(p) for p in paths]}"
+    return paths[0]
+
+
 def finished_ok(cluster, job, out, timeout=JOB_TIMEOUT_S):
     try:
         fields = cluster.wait(job, timeout)
@@ -173,7 +179,7 @@ def test_preempted_job_requeues_and_resumes_mid_epoch_exactly(slurm_cluster, tmp
     finished_ok(cluster, ref_job, ref_out)
 
     assert run_dirs(ckpt_dir) == [run], run_dirs(ckpt_dir)
-    (ref_run,) = run_dirs(ref_dir)
+    ref_run = only(run_dirs(ref_dir), "reference run folder")
     rows, ref_rows = step_rows(run), step_rows(ref_run)
     steps = [int(row["step"]) for row in rows]
     assert len(steps) == len(set(steps)), f"steps logged twice: {sorted(steps)}"
@@ -181,8 +187,8 @@ def test_preempted_job_requeues_and_resumes_mid_epoch_exactly(slurm_cluster, tmp
     # the same losses at every step (as text, exactly as the logger wrote them)
     assert {r["step"]: r[STEP_METRIC] for r in rows} == {r["step"]: r[STEP_METRIC] for r in ref_rows}
 
-    (final,) = run.glob("*-ep=1.ckpt")
-    (ref_final,) = ref_run.glob("*-ep=1.ckpt")
+    final = only(run.glob("*-ep=1.ckpt"), "last checkpoint of the preempted run")
+    ref_final = only(ref_run.glob("*-ep=1.ckpt"), "last checkpoint of the reference run")
     weights = torch.load(final, map_location="cpu", weights_only=False)["state_dict"]
     ref_weights = torch.load(ref_final, map_location="cpu", weights_only=False)["state_dict"]
     assert weights.keys() == ref_weights.keys()
