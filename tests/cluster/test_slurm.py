@@ -167,9 +167,9 @@ def test_preempted_job_requeues_and_resumes_mid_epoch_exactly(slurm_cluster, tmp
     except TimeoutError as err:
         fail(f"not requeued after SIGUSR1: {err}\n{cluster.logs(out)}")
     first_attempt = logged_steps(run)
-    args_before = (run / "args.json").read_bytes()
     # the job's identity is recorded (ids start at 41000 here: no other number of args.json)
-    assert re.search(rf"(?<![\d.]){job}(?![\d.])", args_before.decode()), "args.json lacks the job id"
+    args_text = (run / "args.json").read_text()
+    assert re.search(rf"(?<![\d.]){job}(?![\d.])", args_text), f"args.json lacks the job id {job}"
     # interrupted inside an epoch, after some steps, before the end
     assert 8 <= len(first_attempt) < 2 * EPOCH_STEPS, first_attempt
     assert len(first_attempt) % EPOCH_STEPS != 0, f"stopped at an epoch end: {first_attempt}"
@@ -195,6 +195,7 @@ def test_preempted_job_requeues_and_resumes_mid_epoch_exactly(slurm_cluster, tmp
     differ = [key for key in weights if not torch.equal(weights[key], ref_weights[key])]
     assert not differ, f"weights differ from the uninterrupted run: {differ}"
     assert list(launch.iterdir()) == [], "written into the launch directory"
+    args_before = (run / "args.json").read_bytes()
 
     # An unrelated job from the same directory, into the same checkpoint.dir: another seed.
     other_out = tmp_path / "unrelated.out"
