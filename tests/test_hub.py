@@ -19,7 +19,7 @@ from solo_ext.config.pretrain import parse_cfg as parse_pretrain
 from solo_ext.export import export
 from solo_ext.methods import METHODS
 from solo_ext.run.linear import load_backbone
-from solo_ext.utils.checkpointer import checkpoints_in
+from solo_ext.utils.runfolder import epoch_checkpoints as checkpoints_in
 from tests.methods.test_linear_model import save_tiny_pretrained, tiny_linear_cfg
 from tests.methods.tiny import tiny_cfg
 
