@@ -170,9 +170,9 @@ def run_of_identity(cfg: DictConfig, identity: str, named: bool, keys=SHOULD_MAT
 
 def resolve_run(cfg: DictConfig, keys=SHOULD_MATCH) -> tuple[str, str | None]:
     """(run id, checkpoint to resume or None), by one rule: from the parent process (Lightning's
-    launcher); an explicit ``resume_from_checkpoint``; the job's identity (``run_name``, else the
-    SLURM job, else a torchrun rendezvous: see :func:`solo_ext.utils.runfolder.job_identity`);
-    under a wandb agent, the agent's run id; auto-resume by config and data; else a new id.
+    launcher); an explicit ``resume_from_checkpoint``; under a wandb agent, the agent's run id;
+    the job's identity (``run_name``, else the SLURM job, else a torchrun rendezvous: see
+    :func:`solo_ext.utils.runfolder.job_identity`); auto-resume by config and data; else a new id.
     ``keys``: what must agree for a run to be continued."""
     if os.environ.get(RUN_ID_ENV):
         return os.environ[RUN_ID_ENV], os.environ.get(CKPT_ENV) or None
@@ -183,12 +183,13 @@ def resolve_run(cfg: DictConfig, keys=SHOULD_MATCH) -> tuple[str, str | None]:
         if reason is not None:
             raise RunFolderError(f"resume_from_checkpoint={str(ckpt)!r}: cannot be read ({reason})")
         return ckpt.parent.name if (ckpt.parent / "args.json").exists() else new_run_id(method_dir), str(ckpt)
+    if os.environ.get("WANDB_SWEEP_ID") and os.environ.get("WANDB_RUN_ID") and cfg.wandb.enabled:
+        # Under a wandb agent the run id is the agent's trial: use it for our run directory too
+        # (a requeued agent job asks the sweep for a new trial).
+        return os.environ["WANDB_RUN_ID"], None
     identity = job_identity(cfg.get("run_name"))
     if identity is not None:
         return run_of_identity(cfg, identity, named=bool(cfg.get("run_name")), keys=keys)
-    if os.environ.get("WANDB_SWEEP_ID") and os.environ.get("WANDB_RUN_ID") and cfg.wandb.enabled:
-        # Under a wandb agent the run id is the agent's: use it for our run directory too.
-        return os.environ["WANDB_RUN_ID"], None
     if cfg.auto_resume.enabled:
         ckpt, run_id = find_resumable(cfg, keys=keys)
         if ckpt is not None:
