@@ -20,16 +20,9 @@ from solo_ext.config.lightning import cluster_plugins, lightning_devices
 from solo_ext.config.pretrain import parse_cfg
 from solo_ext.config.schema import trainer_keys
 from solo_ext.data import (
-    FolderListings,
-    FullTransformPipeline,
-    NCropAugmentation,
     dataset_mean_std,
-    prepare_classification_datasets,
-    prepare_dataloader,
-    prepare_pretrain_dataset,
 )
-from solo_ext.data.dali import dali_classification_loader, dali_pretrain_loader
-from solo_ext.data.loaders import classification_transforms, image_backend, pretrain_transform
+from solo_ext.data.runs import pretrain_loaders
 from solo_ext.eval.callbacks import PicturesCallback
 from solo_ext.eval.online import bank_size
 from solo_ext.methods import METHODS
@@ -61,71 +54,21 @@ RUN_ID_ENV, CKPT_ENV = "SOLO_EXT_RUN_ID", "SOLO_EXT_RESUME_CKPT"
 
 
 def build_pretrain_loaders(cfg: DictConfig):
-    """(train loader of ``[idx, [crops], y]``, list of val loaders: the val set and, with
-    ``knn_eval.bank: clean``, the training set under the val transform for the kNN bank). The
-    train folder is listed once for all of them.
-
-    Image folders are read by the tensor back-end (uint8 batches) or, with ``data.format: dali``,
-    by DALI (:func:`~solo_ext.data.loaders.image_backend`); the methods normalise uint8 batches
-    on the device."""
+    """The run's loaders (:func:`solo_ext.data.runs.pretrain_loaders`) from its config."""
     data = cfg.data
-    backend = image_backend(data.dataset, data.format)
-    augmentations = [OmegaConf.to_container(aug, resolve=True) for aug in cfg.augmentations]
-    transform = None
-    if backend != "dali":
-        transform = FullTransformPipeline(
-            [
-                NCropAugmentation(pretrain_transform(backend, data.dataset, aug), aug["num_crops"])
-                for aug in augmentations
-            ]
-        )
-    # how every dataset of this run reads its folders (sharing their listings)
-    reading = {
-        "data_format": data.format,
-        "fraction": data.fraction,
-        "decode": "tensor" if backend == "tensor" else "pil",
-        "listings": FolderListings(),
-    }
-    train_ds = prepare_pretrain_dataset(
-        data.dataset, transform, train_path=data.train_path, no_labels=data.no_labels, **reading
-    )
-    batch_size = cfg.optimizer.batch_size
-    if backend == "dali":
-        train_loader = dali_pretrain_loader(train_ds, augmentations, batch_size, data.num_workers, cfg.seed)
-    else:
-        # Its own generator, re-seeded every epoch by the method (see BaseMethod.on_train_epoch_start):
-        # the shuffling does not depend on when Lightning happens to create the iterator.
-        train_loader = prepare_dataloader(train_ds, batch_size, data.num_workers, generator=torch.Generator())
-    has_val = not data.no_labels and (
-        data.val_path is not None or data.dataset not in ("custom", "imagenet", "imagenet100")
-    )
-    if not has_val:
-        return train_loader, []
-    crop_size = max(aug["crop_size"] for aug in augmentations)
-    val_transform = None
-    if backend != "dali":
-        _, val_transform = classification_transforms(backend, data.dataset, crop_size, augmentations[0])
-    clean_train_ds, val_ds = prepare_classification_datasets(
+    return pretrain_loaders(
         data.dataset,
-        val_transform,
-        val_transform,
         train_path=data.train_path,
         val_path=data.val_path,
-        train=cfg.knn_eval.enabled and cfg.knn_eval.bank == "clean",  # the kNN bank's, if asked
-        **reading,
+        data_format=data.format,
+        fraction=data.fraction,
+        no_labels=data.no_labels,
+        num_workers=data.num_workers,
+        augmentations=[OmegaConf.to_container(aug, resolve=True) for aug in cfg.augmentations],
+        batch_size=cfg.optimizer.batch_size,
+        seed=cfg.seed,
+        clean_bank=cfg.knn_eval.enabled and cfg.knn_eval.bank == "clean",
     )
-
-    def eval_loader(ds):
-        if backend == "dali":
-            return dali_classification_loader(
-                ds, data.dataset, crop_size, batch_size, data.num_workers, cfg.seed, train=False
-            )
-        return prepare_dataloader(ds, batch_size, data.num_workers, shuffle=False, drop_last=False)
-
-    loaders = [eval_loader(val_ds)]
-    if clean_train_ds is not None:
-        loaders.append(eval_loader(clean_train_ds))
-    return train_loader, loaders
 
 
 def job_fingerprint(cfg: DictConfig, keys=SHOULD_MATCH) -> str:
