@@ -401,7 +401,10 @@ class _Run(Declared):
     # Keys solo-learn and the MAGMA recipes carry that MAE does not use (momentum is copy-pasted
     # into solo-learn's imagenet/mae.yaml; auto_umap needs umap-learn). Accepted, ignored; derived
     # keys are re-derived.
-    ignored: ClassVar[frozenset[str]] = frozenset({"momentum", "auto_umap", "performance", "derived"})
+    ignored: ClassVar[frozenset[str]] = frozenset(
+        # and what a run writes beside its config in args.json, so args.json reads back as a config
+        {"momentum", "auto_umap", "performance", "derived", "run_id", "wandb_run_id", "job_identity"}
+    )
 
     name: Name
     seed: int = 5
