@@ -39,7 +39,7 @@ def _lrs_by_step(run_dir, group):
 
 
 @pytest.mark.parametrize("interval", ["step", "epoch"])
-def test_optimizer_follows_the_scaled_schedule(tmp_path, monkeypatch, interval):
+def test_optimizer_follows_the_scaled_schedule(tmp_path, monkeypatch, capsys, interval):
     monkeypatch.chdir(tmp_path)
     scheduler = {
         "name": "warmup_cosine",
@@ -59,6 +59,11 @@ def test_optimizer_follows_the_scaled_schedule(tmp_path, monkeypatch, interval):
     run_pretrain(OmegaConf.create(cfg))
     [run_dir] = (tmp_path / "trained_models" / "mae-reg").iterdir()
     scale = 16 / 256
+    # the scaled lr is printed at start-up
+    start_up = (
+        f"run {run_dir.name}: 1 process(es), global batch 16, lr 0.001 x 0.0625 = 6.25e-05 -> {run_dir}"
+    )
+    assert start_up in capsys.readouterr().out.splitlines()
     start, end = 3e-4 * scale, 1e-4 * scale
     for group, peak in (("backbone", 1e-3 * scale), ("classifier", 1e-2 * scale)):
         lrs = _lrs_by_step(run_dir, group)
