@@ -15,11 +15,23 @@ from tests.methods.tiny import tiny_cfg
 BATCHES, EPOCHS = 4, 3
 
 
-def test_warmup_start_lr_and_min_lr_are_scaled_like_lr(tmp_path):
+@pytest.mark.parametrize("devices, accumulate", [(1, 2), (2, 1), (2, 3)])
+def test_warmup_start_lr_and_min_lr_are_scaled_like_lr(tmp_path, devices, accumulate):
     scheduler = {"name": "warmup_cosine", "warmup_epochs": 1, "warmup_start_lr": 3e-5, "min_lr": 1e-5}
-    cfg = parse_cfg(tiny_cfg(tmp_path, accumulate_grad_batches=2, scheduler=scheduler))
-    scale = 16 * 2 / 256
+    cfg = parse_cfg(
+        tiny_cfg(
+            tmp_path,
+            accumulate_grad_batches=accumulate,
+            scheduler=scheduler,
+            devices=devices,
+            strategy="ddp" if devices > 1 else "auto",
+        )
+    )
+    scale = 16 * devices * accumulate / 256
+    assert cfg.derived.global_batch_size == 16 * devices * accumulate
     assert cfg.derived.lr_scale == pytest.approx(scale)
+    assert cfg.derived.lr == pytest.approx(1e-3 * scale)
+    assert cfg.derived.classifier_lr == pytest.approx(1e-2 * scale)
     assert cfg.derived.warmup_start_lr == pytest.approx(3e-5 * scale)
     assert cfg.derived.min_lr == pytest.approx(1e-5 * scale)
     assert cfg.scheduler.warmup_start_lr == 3e-5  # the user's value stays as written
