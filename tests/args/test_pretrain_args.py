@@ -77,6 +77,26 @@ def test_each_regularizer_batch_and_weight_are_derived(tmp_path):
     assert not any(line.startswith("WARNING") for line in lines)
 
 
+def test_effective_weight_is_the_peak_the_schedule_reaches_in_the_run(tmp_path):
+    # the peak at epoch 2.75 of a 3-epoch run is reached; one after the run is not
+    triangle = {
+        "name": "triangle",
+        "start_weight": 0.0,
+        "max_weight": 2.0,
+        "end_weight": 0.5,
+        "start_epoch": 2,
+        "mid_epoch": 2.75,
+        "end_epoch": 3,
+    }
+    for schedule, peak in (
+        (triangle, 2.0),
+        ({**triangle, "start_epoch": 3, "mid_epoch": 4, "end_epoch": 5}, 0.0),
+    ):
+        cfg = parse(tmp_path, method_kwargs={"regularizers": {"tcr": {"scheduler": schedule}}}, max_epochs=3)
+        assert cfg.derived.regularizers.tcr.effective_weight == peak
+        assert cfg.derived.regularizers.tcr.upstream_lamb == peak  # one process
+
+
 def test_accumulation_with_a_batch_regularizer_warns_once(tmp_path):
     cfg = parse(
         tmp_path,

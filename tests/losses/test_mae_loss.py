@@ -108,3 +108,14 @@ def test_bf16_autocast_computes_in_float32():
     assert loss.dtype == torch.float32 and loss.dim() == 0
     expected = mae_loss_func(imgs.double(), pred.double(), mask.double(), 2, norm_pix_loss=True)
     torch.testing.assert_close(loss.double(), expected, rtol=1e-5, atol=0)
+
+
+def test_unpatchify_defaults_to_three_channels():
+    imgs = torch.randn(2, 3, 8, 8)
+    assert torch.equal(unpatchify(patchify(imgs, 4), 4), imgs)
+
+
+def test_shape_mismatch_names_the_shapes_expected():
+    message = r"^pred \(1, 4, 10\) and mask \(1, 4\) must be \(1, 4, 48\) and \(1, 4\), the patchified"
+    with pytest.raises(ValueError, match=message):
+        mae_loss_func(torch.zeros(1, 3, 8, 8), torch.zeros(1, 4, 10), torch.ones(1, 4), 4)

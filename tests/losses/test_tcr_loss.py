@@ -104,3 +104,17 @@ def test_bf16_autocast_computes_in_float32(centering):
     assert z.dtype == torch.bfloat16
     assert loss.dtype == torch.float32 and loss.dim() == 0
     torch.testing.assert_close(loss.double(), tcr_loss(z.double(), 1.0, centering), rtol=1e-5, atol=0)
+
+
+def test_the_fallback_jitter_is_of_rounding_size():
+    # Hadamard's inequality, logdet(A) <= sum(log A_ii), bounds -loss of the jittered matrix
+    # A = I + (mu/d)·G + j·I by b·log(1 + mu/d + j) (unit rows: G_ii = 1) when j is of the size of
+    # float32 rounding (n·eps·max A_ii); a jitter far larger would break the bound
+    torch.manual_seed(0)
+    b, d, mu = 64, 192, 1e8
+    z = torch.randn(1, d).repeat(b, 1) + 1e-3 * torch.randn(b, d)
+    diagonal = 1 + mu / d
+    jitter = b * torch.finfo(torch.float32).eps * diagonal
+    loss = tcr_loss(z, mu)
+    assert torch.isfinite(loss)
+    assert -loss.item() <= b * math.log(diagonal + jitter) * (1 + 1e-6)

@@ -13,7 +13,7 @@ import solo_ext.regularizers.uniformity as uniformity_module
 from solo_ext.config.errors import ConfigError
 from solo_ext.config.pretrain import parse_cfg
 from solo_ext.run.pretrain import run_pretrain
-from solo_ext.utils.errors import NonFiniteLossError
+from solo_ext.utils.errors import DataError, NonFiniteLossError
 from solo_ext.utils.runfolder import epoch_checkpoints as checkpoints_in
 from tests.methods.tiny import tiny_cfg
 
@@ -83,8 +83,11 @@ def test_bad_value_is_one_line_naming_the_key(tmp_path, key, value, message):
     cfg = _set(tiny_cfg(tmp_path, max_epochs=2), key, value)
     if key == "data.train_path":
         cfg["data"]["dataset"] = "imagenet100"
-    with pytest.raises((ConfigError, Exception)) as err:
+    # a missing data folder is found when the data is prepared (DataError), the rest in the config
+    expected = DataError if key == "data.train_path" else ConfigError
+    with pytest.raises(expected) as err:
         run_pretrain(OmegaConf.create(cfg))
+    assert type(err.value) is expected
     text = str(err.value)
     assert message in text, text
     assert "\n" not in text

@@ -195,3 +195,34 @@ def test_mismatched_shapes_are_rejected():
         knn.update(train_features=train_x, train_targets=train_y[:-1])
     with pytest.raises(ValueError, match="test_features and test_targets"):
         knn.update(test_features=test_x)
+
+
+def test_top5_counts_five_classes_not_six():
+    # ten classes, the true class ranked sixth with a vote: outside the top 5
+    scores = torch.tensor([[10.0, 9.0, 8.0, 7.0, 6.0, 5.0, 0.0, 0.0, 0.0, 0.0]])
+    assert knn_accuracy(scores, torch.tensor([5])) == (0.0, 0.0)
+    assert knn_accuracy(scores, torch.tensor([4])) == (0.0, 100.0)
+
+
+def test_bad_shapes_are_named_with_the_shapes_given():
+    knn = WeightedKNNClassifier(num_classes=4)
+    message = r"must be \(N, D\) and \(N,\), got \[\(5,\), \(5,\)\]"
+    with pytest.raises(ValueError, match=message):  # 1-D features, even with matching labels
+        knn.update(train_features=torch.randn(5), train_targets=torch.zeros(5, dtype=torch.long))
+    with pytest.raises(ValueError, match=r"got \[None, \(3,\)\]"):  # labels without features
+        knn.update(test_targets=torch.zeros(3, dtype=torch.long))
+    with pytest.raises(ValueError, match=r"got \[\(3, 2\), \(2,\)\]"):
+        knn.update(train_features=torch.randn(3, 2), train_targets=torch.zeros(2, dtype=torch.long))
+
+
+def test_an_empty_batch_adds_nothing_to_the_banks():
+    knn = WeightedKNNClassifier(num_classes=4)
+    knn.update(torch.randn(0, 6), torch.zeros(0, dtype=torch.long), torch.randn(0, 6), torch.zeros(0))
+    assert knn.train_features == [] and knn.test_features == []
+
+
+def test_all_test_rows_unlabelled_give_none():
+    train_x, train_y, test_x, test_y = random_problem()
+    knn = WeightedKNNClassifier(num_classes=4)
+    knn.update(train_x, train_y, test_x, torch.full_like(test_y, -1))
+    assert knn.compute() is None
