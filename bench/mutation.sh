@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
 # Mutation testing as a habit (outside CI): mutmut, bounded, over the numerical core.
 #
-#   bench/mutation.sh [GROUP ...]   groups: losses regularizers config schedulers optim knn (default: all)
+#   bench/mutation.sh [GROUP ...]   groups: losses regularizers config schedulers optim knn runfolder (default: all)
 #
 # Each group names the modules mutated and the fast tests that guard them (a mutant runs only the
 # tests that reach the mutated function). Every group runs in its own scratch copy of the working
 # tree (MUTATION_WORKDIR, default /tmp/solo-ext-mutation/GROUP), so the checkout gets no mutants/
 # folder, for at most MUTATION_TIMEOUT seconds (default 600) with MUTATION_CHILDREN workers
-# (default 2). The checkpoint writer (solo_ext/utils/checkpointer.py) is not mutated here.
+# (default 2). The run folder (atomic writer, checkpoint choice, lock, identity) is group runfolder.
 #
 # MUTATION_RESUME=1 keeps a group's scratch copy and lets mutmut go on with the mutants a bounded
 # run left unchecked (it reruns only those); without it every run starts from a fresh copy.
@@ -38,9 +38,12 @@ modules[optim]='"solo_ext/optim/factory.py"'
 tests[optim]='"tests/optim", "tests/schedulers/test_schedule_properties.py", "tests/methods/test_linear_model.py::test_layer_decay_ratios_hold_through_warmup_and_decay"'
 modules[knn]='"solo_ext/eval/knn.py"'
 tests[knn]='"tests/utils/test_knn.py"'
+# the run folder: atomic writes, the newest readable checkpoint, the lock, job identity
+modules[runfolder]='"solo_ext/utils/runfolder.py"'
+tests[runfolder]='"tests/utils/test_runfolder.py"'
 
 groups=("$@")
-[ ${#groups[@]} -gt 0 ] || groups=(losses regularizers config schedulers optim knn)
+[ ${#groups[@]} -gt 0 ] || groups=(losses regularizers config schedulers optim knn runfolder)
 for group in "${groups[@]}"; do
     if [ -z "${modules[$group]:-}" ]; then
         echo "unknown group '$group'; groups: ${!modules[*]}" >&2
