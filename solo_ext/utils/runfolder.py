@@ -281,11 +281,7 @@ class RunLock:
                 write_json_atomic(self.path, self.me)
                 time.sleep(0.05)
                 found = self._read()
-                if (
-                    found is not None
-                    and found[0].get("pid") == self.me["pid"]
-                    and found[0].get("host") == self.me["host"]
-                ):
+                if self._mine(found):
                     break
                 continue
             else:
@@ -306,15 +302,22 @@ class RunLock:
             except OSError:
                 return
 
+    def _mine(self, found: tuple[dict, float] | None) -> bool:
+        return found is not None and (found[0].get("pid"), found[0].get("host")) == (
+            self.me["pid"],
+            self.me["host"],
+        )
+
     def release(self) -> None:
+        """Remove our lock, and the run folder with it if nothing else was written there (a run
+        stopped by a user error before it started leaves no empty folder)."""
         self._stop.set()
-        found = self._read()
-        if (
-            found is not None
-            and found[0].get("pid") == self.me["pid"]
-            and found[0].get("host") == self.me["host"]
-        ):
+        if self._mine(self._read()):
             self.path.unlink(missing_ok=True)
+            try:
+                self.path.parent.rmdir()
+            except OSError:
+                pass  # the run's files are there
 
     def __enter__(self) -> RunLock:
         self.acquire()

@@ -140,7 +140,15 @@ def test_a_live_holder_is_refused_and_a_dead_one_taken_over(tmp_path):
     lock.acquire()  # its holder is dead: taken over
     assert json.loads((tmp_path / ".lock").read_text())["pid"] == os.getpid()
     lock.release()
-    assert not (tmp_path / ".lock").exists()
+    assert not tmp_path.exists()  # the lock was all it held: no empty run folder is left
+
+
+def test_release_keeps_a_folder_with_the_runs_files(tmp_path):
+    lock = RunLock(tmp_path / "run")
+    lock.acquire()
+    (tmp_path / "run" / "args.json").write_text("{}")
+    lock.release()
+    assert [p.name for p in (tmp_path / "run").iterdir()] == ["args.json"]
 
 
 def test_dead_holder_rules():
