@@ -3,6 +3,7 @@ real files (a writer killed mid-write, a lock held by another live process)."""
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -172,3 +173,105 @@ def test_job_identity_and_its_run_id():
     ids = {run_id_of(x) for x in ("name:a", "name:b", "slurm:c:41:")}
     assert len(ids) == 3 and all(len(i) == 8 and i.isalnum() and i.islower() or i.isdigit() for i in ids)
     assert run_id_of("name:a") == run_id_of("name:a")
+
+
+def test_run_ids_of_identities_never_change():
+    # a requeued job, a new release: the same identity must give the same folder forever
+    assert run_id_of("name:a") == "e9ec5sa8"
+    assert run_id_of("slurm:c:41:") == "kotjqzqi"
+
+
+def test_job_identity_reads_the_environment(monkeypatch):
+    for name in ("SLURM_JOB_ID", "SLURM_ARRAY_JOB_ID", "TORCHELASTIC_RUN_ID", "WORLD_SIZE"):
+        monkeypatch.delenv(name, raising=False)
+    assert job_identity(None) is None
+    monkeypatch.setenv("SLURM_JOB_ID", "88")
+    assert job_identity(None).startswith("slurm:") and job_identity(None).endswith(":88:")
+    # torchrun: only with a rendezvous id and more than one process
+    assert job_identity(None, {"TORCHELASTIC_RUN_ID": "r", "WORLD_SIZE": "1"}) is None
+    assert job_identity(None, {"TORCHELASTIC_RUN_ID": "r"}) is None
+    assert job_identity(None, {"WORLD_SIZE": "2"}) is None
+    assert job_identity(None, {"TORCHELASTIC_RUN_ID": "r", "WORLD_SIZE": "2"}) == "torchrun:r::"
+
+
+def test_states_are_ordered_by_when_they_were_written(tmp_path):
+    names = ["r-ab-ep=1.ckpt", "r-ab-ep=1-step=9.ckpt", "r-ab-ep=0.ckpt", "r-ab-ep=1-step=10.ckpt"]
+    for name in [*names, "r-ab-ep=2.ckpt.tmp-12-abcdef", "notes.txt"]:
+        (tmp_path / name).write_bytes(b"x")
+    assert [p.name for p in states_in(tmp_path)] == [
+        "r-ab-ep=0.ckpt",
+        "r-ab-ep=1-step=9.ckpt",
+        "r-ab-ep=1-step=10.ckpt",
+        "r-ab-ep=1.ckpt",
+    ]
+    assert [p.name for p in runfolder.epoch_checkpoints(tmp_path)] == ["r-ab-ep=0.ckpt", "r-ab-ep=1.ckpt"]
+    assert runfolder.unreadable_reason(tmp_path / "r-ab-ep=0.ckpt").startswith("BadZipFile: ")
+
+
+def write_lock(folder, holder: dict, age_s: float = 0.0):
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / ".lock"
+    path.write_text(json.dumps(holder) if holder is not None else "not json")
+    when = time.time() - age_s
+    os.utime(path, (when, when))
+
+
+def test_the_lock_names_its_holder_with_the_usual_mode(tmp_path, monkeypatch):
+    monkeypatch.setenv("SLURM_JOB_ID", "77")
+    monkeypatch.setenv("SLURM_RESTART_COUNT", "2")
+    old = os.umask(0o022)
+    try:
+        lock = RunLock(tmp_path / "a" / "b" / "run")  # parents made as needed
+        lock.acquire()
+    finally:
+        os.umask(old)
+    path = tmp_path / "a" / "b" / "run" / ".lock"
+    holder = json.loads(path.read_text())
+    assert {k: holder[k] for k in ("host", "pid", "slurm_job", "slurm_restart")} == {
+        "host": socket.gethostname(),
+        "pid": os.getpid(),
+        "slurm_job": "77",
+        "slurm_restart": 2,
+    }
+    assert re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d", holder["started"])
+    assert path.stat().st_mode & 0o777 == 0o644
+    lock.release()
+
+
+def test_an_earlier_incarnation_of_this_slurm_job_is_taken_over(tmp_path, monkeypatch):
+    # the requeued job may land on the same node while a pid of the old one is reused: the
+    # restart count decides, not the pid
+    monkeypatch.setenv("SLURM_JOB_ID", "77")
+    monkeypatch.setenv("SLURM_RESTART_COUNT", "1")
+    live = {"host": socket.gethostname(), "pid": os.getppid(), "slurm_job": "77"}
+    write_lock(tmp_path, {**live, "slurm_restart": 0})
+    RunLock(tmp_path).acquire()
+    write_lock(tmp_path, {**live, "slurm_restart": 1})  # the same incarnation: a live process
+    with pytest.raises(RunFolderError, match=rf"in use by pid {os.getppid()} on .* \(SLURM job 77\) since"):
+        RunLock(tmp_path).acquire()
+
+
+@pytest.mark.parametrize("holder", [{"host": "elsewhere", "pid": 1}, None], ids=["other-host", "unreadable"])
+def test_a_lock_from_elsewhere_is_judged_by_its_heartbeat(tmp_path, holder):
+    write_lock(tmp_path, holder, age_s=runfolder.STALE_S - 30)
+    with pytest.raises(RunFolderError, match="is in use by pid"):
+        RunLock(tmp_path).acquire()
+    write_lock(tmp_path, holder, age_s=runfolder.STALE_S + 30)
+    lock = RunLock(tmp_path)
+    lock.acquire()
+    assert json.loads((tmp_path / ".lock").read_text())["pid"] == os.getpid()
+    lock.release()
+
+
+def test_a_folder_that_cannot_be_made_is_one_line(tmp_path):
+    (tmp_path / "file").write_text("")
+    with pytest.raises(RunFolderError, match=r"^cannot lock run folder .*file/run: "):
+        RunLock(tmp_path / "file" / "run").acquire()
+
+
+def test_holder_rules_at_their_edges():
+    me = {"host": "a", "pid": 10, "slurm_job": None, "slurm_restart": 0}
+    assert holder_is_dead({"host": "a", "pid": 10}, 0.0, me)  # our own pid: left by this process
+    assert not holder_is_dead({"host": "b", "pid": 3}, runfolder.STALE_S, me)  # exactly stale: not yet
+    # no SLURM job on either side: the restart rule does not apply
+    assert not holder_is_dead({"host": "b", "pid": 3, "slurm_job": None, "slurm_restart": -1}, 0.0, me)
