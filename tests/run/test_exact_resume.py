@@ -78,7 +78,11 @@ def test_a_signal_saves_the_exact_state_and_exits_with_its_code(tmp_path, monkey
 
 def test_resumed_mid_epoch_ends_bit_identical(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
-    run_pretrain(OmegaConf.create(cfg_of(tmp_path / "a")))
+    run_pretrain(OmegaConf.create(cfg_of(tmp_path / "a", enable_progress_bar=True)))
+    # no terminal here: progress is plain lines (one per logging step), not Lightning's bar
+    lines = [x for x in capsys.readouterr().out.splitlines() if x.startswith("epoch ")]
+    assert len(lines) == 2 * STEPS and lines[0].startswith("epoch 1/2 batch 1/4 (global step 1) loss ")
+    assert lines[-1].startswith("epoch 2/2 batch 4/4 (global step 8) loss ")
     (plain,) = (tmp_path / "a" / "trained_models" / "mae-reg").iterdir()
     expected = weights(plain)
 
