@@ -56,8 +56,8 @@ setup(
         "huggingface_hub",
     ],
     extras_require={
-        # the tests check exports against the real transformers
-        "dev": ["pytest>=8", "ruff>=0.6", "transformers>=4.40"],
+        # the tests check exports against the real transformers; mypy is CI's type checker
+        "dev": ["pytest>=8", "ruff>=0.6", "transformers>=4.40", "mypy>=2.4"],
         # Hugging Face ViTMAE export (python -m solo_ext.export --to hf) and import
         "interop": ["transformers>=4.40"],
         "slurm": ["hydra-submitit-launcher>=1.2"],
