@@ -76,7 +76,7 @@ def build_blocks(
     return nn.Sequential(
         *[
             # timm annotates norm_layer as a class; it only calls it, and passes partials itself
-            Block(dim, num_heads, mlp_ratio, qkv_bias=qkv_bias, drop_path=rate, norm_layer=norm_layer)  # type: ignore[arg-type]  # see above
+            Block(dim, num_heads, mlp_ratio, qkv_bias=qkv_bias, drop_path=rate, norm_layer=norm_layer)  # type: ignore[arg-type]  # timm calls it: a partial works
             for rate in drop_paths
         ]
     )

@@ -124,7 +124,7 @@ class BaseMethod(GuardedModule, metaclass=ABCMeta):
         """torch.compile what the step runs: the encoder's ``forward_features`` (called directly,
         so compiled as a method; Module.compile would only cover ``forward``). The compiled
         function is an attribute, not a submodule, so state-dict keys stay as they are."""
-        self.backbone.forward_features = torch.compile(self.backbone.forward_features)  # type: ignore[method-assign]  # on purpose, see above
+        self.backbone.forward_features = torch.compile(self.backbone.forward_features)  # type: ignore[method-assign]  # compiled in place on purpose
 
     # ----------------------------------------------------------------- features
     def forward(self, x: torch.Tensor) -> torch.Tensor:

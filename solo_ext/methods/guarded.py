@@ -129,8 +129,8 @@ class GuardedModule(pl.LightningModule):
         """At train start, after the epoch's seeding: when the run resumes inside an epoch, skip
         the samples already trained on and take back the saved random states. Returns the batches
         of the epoch already done (0 when the run starts at an epoch's beginning)."""
-        # Lightning declares current a _ReadyCompletedTracker; a batch's progress holds a _ProcessedTracker
-        done = self.trainer.fit_loop.epoch_loop.batch_progress.current.processed  # type: ignore[attr-defined]
+        progress = self.trainer.fit_loop.epoch_loop.batch_progress
+        done = progress.current.processed  # type: ignore[attr-defined]  # a _ProcessedTracker, typed as its base
         state, self._resumed_rng = getattr(self, "_resumed_rng", None), None
         # a checkpoint of an epoch's end restores that epoch's count (all its batches) while the
         # run starts the next one at its beginning
