@@ -57,8 +57,15 @@ setup(
     ],
     extras_require={
         # the tests check exports against the real transformers; hypothesis: property tests;
-        # mutmut: bench/mutation.sh (outside CI)
-        "dev": ["pytest>=8", "ruff>=0.6", "transformers>=4.40", "hypothesis>=6.100", "mutmut>=3.3"],
+        # mutmut: bench/mutation.sh (outside CI); mypy: CI's type checker
+        "dev": [
+            "pytest>=8",
+            "ruff>=0.6",
+            "transformers>=4.40",
+            "hypothesis>=6.100",
+            "mutmut>=3.3",
+            "mypy>=2.4",
+        ],
         # Hugging Face ViTMAE export (python -m solo_ext.export --to hf) and import
         "interop": ["transformers>=4.40"],
         "slurm": ["hydra-submitit-launcher>=1.2"],

@@ -76,14 +76,15 @@ def architecture(args: dict) -> dict[str, Any]:
     with torch.device("meta"):
         backbone = build_backbone(backbone_cfg["name"], backbone_cfg.get("kwargs") or {})
     mk = args.get("method_kwargs") or {}
-    mlp_hidden = backbone.blocks[0].mlp.fc1.out_features
+    first: Any = backbone.blocks[0]  # a timm Block
+    mlp_hidden = first.mlp.fc1.out_features
     return {
         "backbone": {"name": backbone_cfg["name"], "kwargs": backbone_cfg.get("kwargs") or {}},
         "img_size": backbone.img_size,
         "patch_size": backbone.patch_size,
         "embed_dim": backbone.embed_dim,
         "depth": backbone.depth,
-        "num_heads": backbone.blocks[0].attn.num_heads,
+        "num_heads": first.attn.num_heads,
         "mlp_ratio": mlp_hidden / backbone.embed_dim,
         "decoder_embed_dim": mk.get("decoder_embed_dim"),
         "decoder_depth": mk.get("decoder_depth"),
@@ -397,7 +398,7 @@ def export(source: str | Path, to: Format, out: str | Path, license_id: str = "o
     load_backbone_weights(backbone, {"state_dict": {f"backbone.{k}": v for k, v in encoder.items()}})
     encoder = _contiguous(backbone.state_dict())
     decoder = _contiguous(extract_decoder_state_dict(ckpt) or {})
-    meta = {
+    meta: dict[str, Any] = {
         "format": to,
         "architecture": arch,
         "preprocessing": preprocessing(args, arch),

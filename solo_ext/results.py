@@ -97,7 +97,7 @@ def collect_results(run_dir: Path, args: Mapping[str, Any], extra: Mapping[str, 
     """The results of a finished run: metrics, protocols, checkpoint and pictures."""
     history = read_history(run_dir)
     protocols = dict((args.get("derived") or {}).get("protocols") or {})
-    metrics = summarize(history)
+    metrics: dict[str, dict[str, Any]] = summarize(history)  # each gets its protocol's name too
     for name, values in metrics.items():
         values["protocol"] = protocol_of(name, protocols)
     ckpts = checkpoints_in(run_dir)

@@ -16,6 +16,7 @@ Pure functions of state dicts and configs: no I/O, nothing imported from transfo
 from __future__ import annotations
 
 import re
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -131,7 +132,10 @@ def _from_hf(state: dict[str, Tensor], generation: str) -> tuple[dict, dict, lis
         rf"^({re.escape(_HF_ENCODER_LAYERS[generation])}|decoder\.decoder_layers|decoder\.decoder_encoder\.layer)"
         r"\.(\d+)\.(.+)\.(weight|bias)$"
     )
-    encoder, decoder, qkv, problems = {}, {}, {}, []
+    encoder: dict[str, torch.Tensor] = {}
+    decoder: dict[str, torch.Tensor] = {}
+    qkv: dict[tuple, list] = {}  # (target, prefix, block, kind) -> [target, q, k, v]
+    problems: list[str] = []
     for key, value in state.items():
         if key in reverse_top:
             ours = reverse_top[key]
@@ -142,6 +146,7 @@ def _from_hf(state: dict[str, Tensor], generation: str) -> tuple[dict, dict, lis
         if inner not in reverse_block and inner not in _HF_QKV[generation]:
             problems.append(f"{key}: no counterpart in solo-ext's ViT/MAE decoder")
             continue
+        assert group is not None  # a key that matched: inner was found above
         target, prefix = (decoder, "decoder_blocks") if group.startswith("decoder") else (encoder, "blocks")
         if inner in _HF_QKV[generation]:
             qkv.setdefault((id(target), prefix, index, kind), [target, None, None, None])[
@@ -193,6 +198,7 @@ def backbone_from_timm_config(config: dict) -> dict | None:
     (height, width), (patch, patch_w) = model.patch_embed.img_size, model.patch_embed.patch_size
     if height != width or patch != patch_w:
         return None
+    first: Any = model.blocks[0]  # a timm Block
     return {
         "name": "vit_base",  # every size key below overrides the base's
         "kwargs": {
@@ -200,7 +206,7 @@ def backbone_from_timm_config(config: dict) -> dict | None:
             "patch_size": patch,
             "embed_dim": model.embed_dim,
             "depth": len(model.blocks),
-            "num_heads": model.blocks[0].attn.num_heads,
-            "mlp_ratio": model.blocks[0].mlp.fc1.out_features / model.embed_dim,
+            "num_heads": first.attn.num_heads,
+            "mlp_ratio": first.mlp.fc1.out_features / model.embed_dim,
         },
     }

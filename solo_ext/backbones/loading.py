@@ -78,7 +78,7 @@ def read_checkpoint(path: str | Path) -> dict:
     path = Path(path)
     if path.is_dir() and (path / FOLDER_WEIGHTS).is_file():
         path = path / FOLDER_WEIGHTS
-    cause = None
+    cause: Exception | None = None  # what the CheckpointError is chained to
     if path.suffix not in CHECKPOINT_SUFFIXES:
         reason = (
             f"unsupported checkpoint suffix {path.suffix!r}; expected one of {', '.join(CHECKPOINT_SUFFIXES)}"
@@ -156,7 +156,7 @@ def extract_backbone_state_dict(ckpt: dict) -> tuple[dict[str, torch.Tensor], st
             if backbone:
                 return backbone, fmt
 
-    model = ckpt.get("model")
+    model: Any = ckpt.get("model")  # a timm state dict when mae
     mae = _is_timm_state_dict(model)
     # Fine-tuning with global_pool deletes the encoder's norm and normalises the pooled token with
     # fc_norm instead; LayerNorm does not commute with the pooling, so fc_norm cannot stand in
@@ -200,7 +200,7 @@ def extract_decoder_state_dict(ckpt: dict) -> dict[str, torch.Tensor] | None:
         return decoder or None
     if is_hf_vitmae(ckpt):
         return from_hf(ckpt)[1] or None
-    model = ckpt.get("model") if isinstance(ckpt.get("model"), dict) else ckpt
+    model = ckpt["model"] if isinstance(ckpt.get("model"), dict) else ckpt
     decoder = {k: v for k, v in model.items() if k.startswith(("decoder_", "mask_token"))}
     return decoder or None
 

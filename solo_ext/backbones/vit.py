@@ -8,7 +8,7 @@ checkpoints, and solo-learn's, load by name. Mask convention everywhere: 1 = rem
 import inspect
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from functools import partial
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import torch
 from timm.layers import PatchEmbed
@@ -75,7 +75,8 @@ def build_blocks(
     drop_paths = [drop_path_rate * i / (depth - 1) for i in range(depth)] if depth > 1 else [0.0]
     return nn.Sequential(
         *[
-            Block(dim, num_heads, mlp_ratio, qkv_bias=qkv_bias, drop_path=rate, norm_layer=norm_layer)
+            # timm annotates norm_layer as a class; it only calls it, and passes partials itself
+            Block(dim, num_heads, mlp_ratio, qkv_bias=qkv_bias, drop_path=rate, norm_layer=norm_layer)  # type: ignore[arg-type]  # timm calls it: a partial works
             for rate in drop_paths
         ]
     )
@@ -252,7 +253,7 @@ _VIT_DEFAULTS = {
 }
 
 
-def backbone_arguments(name: str, kwargs: Mapping[str, object] | None = None) -> dict[str, object]:
+def backbone_arguments(name: str, kwargs: Mapping[str, object] | None = None) -> dict[str, Any]:
     """Every MaskedViT argument of backbone ``name`` with ``kwargs`` overriding its preset."""
     return {**_VIT_DEFAULTS, **BACKBONE_PRESETS[name], **(kwargs or {})}
 

@@ -24,8 +24,14 @@ from solo_ext.utils.errors import NO_VALUE
 
 PRECISION_ALIASES = {32: "32-true", "32": "32-true", 64: "64-true", "64": "64-true", 16: "16-mixed"}
 PRECISION_ALIASES |= {"16": "16-mixed", "bf16": "bf16-mixed"}
-MAGMA_FLAT_KEYS = ("layers", "uniformity_weight", "reg_scheduler", "rbf_scale", "fixed_gamma")
-MAGMA_FLAT_KEYS += ("scale_euclidean_distance",)
+MAGMA_FLAT_KEYS = (
+    "layers",
+    "uniformity_weight",
+    "reg_scheduler",
+    "rbf_scale",
+    "fixed_gamma",
+    "scale_euclidean_distance",
+)
 
 
 def _none_strings(node: Any) -> Any:

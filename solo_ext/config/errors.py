@@ -116,7 +116,7 @@ _TYPES = {
 _BOUNDS = {"greater_than_equal": ">=", "greater_than": ">", "less_than_equal": "<=", "less_than": "<"}
 
 
-def _allowed(error: dict) -> tuple[str, Any, str]:
+def _allowed(error: Mapping[str, Any]) -> tuple[str, Any, str]:
     """(what is allowed, the value to show, a suffix to the key) for one pydantic error."""
     kind, ctx, value = error["type"], error.get("ctx") or {}, error.get("input", NO_VALUE)
     if kind == "value_error" and isinstance(ctx.get("error"), FieldError):

@@ -17,7 +17,7 @@ from solo_ext.config.compat import magma_flat_keys, plain_config
 from solo_ext.config.errors import validate
 from solo_ext.config.lightning import RESOLVED_KEYS, resolve_trainer
 from solo_ext.config.paths import resolve_weights_path
-from solo_ext.config.schema import METHOD_KWARGS, PretrainConfig, _Run
+from solo_ext.config.schema import METHOD_KWARGS, LinearConfig, PretrainConfig, _Run
 from solo_ext.data.augmentations import crop_size_of
 from solo_ext.data.info import num_classes_of
 from solo_ext.schedulers.weights import build_weight_schedule
@@ -63,7 +63,7 @@ def derive_trainer(run: _Run, plugins: list | None = None) -> dict[str, Any]:
     return {"world_size": resolved.world_size, "precision": resolved.precision}
 
 
-def derive_lr(run: _Run, world_size: int, classifier: bool) -> dict[str, Any]:
+def derive_lr(run: PretrainConfig | LinearConfig, world_size: int, classifier: bool) -> dict[str, Any]:
     """Scale every lr (min_lr and warmup_start_lr included) by batch_size x world_size x
     accumulate_grad_batches / 256. solo-learn scales only lr and classifier_lr by the batch and
     multiplies all four by accumulate_grad_batches (README, Recipes). The user's values stay as
@@ -78,6 +78,8 @@ def derive_lr(run: _Run, world_size: int, classifier: bool) -> dict[str, Any]:
         "warmup_start_lr": run.scheduler.warmup_start_lr * scale,
     }
     if classifier:
+        # a pretraining run: its classifier_lr, filled with the lr by validation when not given
+        assert isinstance(run, PretrainConfig) and run.optimizer.classifier_lr is not None
         derived["classifier_lr"] = run.optimizer.classifier_lr * scale
     return derived
 

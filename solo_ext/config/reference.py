@@ -20,7 +20,7 @@ import types
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from functools import cache
-from typing import Annotated, Any, Literal, Union, get_args, get_origin
+from typing import Annotated, Any, Literal, Union, cast, get_args, get_origin
 
 from pydantic import BaseModel
 from pydantic.fields import FieldInfo
@@ -162,13 +162,15 @@ def _class_comments(cls: type) -> dict[str, str]:
             comments[token.start[0]] = token.string.lstrip("#").strip()
     code_lines = source.splitlines()
     found = {}
-    for node in ast.parse(source).body[0].body:
+    for node in cast(ast.ClassDef, ast.parse(source).body[0]).body:  # the source of a class
         if not (isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name)):
             continue
-        above, line = [], node.lineno - 1
+        above: list[str] = []
+        line = node.lineno - 1
         while line >= 1 and line in comments and code_lines[line - 1].lstrip().startswith("#"):
             above.insert(0, comments[line])
             line -= 1
+        assert node.end_lineno is not None  # set by ast.parse
         trailing = [comments[n] for n in range(node.lineno, node.end_lineno + 1) if n in comments]
         text = " ".join(above + trailing)
         if text:
@@ -353,8 +355,8 @@ def build() -> list[Table]:
         f"({', '.join(_code(k) for k in MAGMA_FLAT_KEYS)}) as `regularizers` blocks."
     )
     by_model: dict[type[BaseModel], list[str]] = {}
-    for method, model in METHOD_KWARGS.items():
-        by_model.setdefault(model, []).append(method)
+    for method, kwargs_model in METHOD_KWARGS.items():
+        by_model.setdefault(kwargs_model, []).append(method)
     for model, methods in by_model.items():
         ref.table(
             f"method_kwargs of method {', '.join(methods)}",

@@ -21,7 +21,7 @@ Each image yields ``num_crops`` crops per pipeline, pipelines in list order
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from typing import Annotated, Any, ClassVar
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar
 
 import torch
 from PIL import Image, ImageFilter
@@ -31,10 +31,20 @@ from torchvision import transforms as T
 from solo_ext.data.info import DATASETS, dataset_mean_std
 from solo_ext.utils.declared import FROM_LIST, Declared, Rule, number_in, plain
 
-Probability = number_in(0, 1)
-Strength = number_in(0)
-Scale = number_in(0, 1, low_open=True)
-Positive = number_in(0, low_open=True)
+if TYPE_CHECKING:  # the type checker sees the number; pydantic, below, its checked range
+    Probability = float
+    Strength = float
+    Scale = float
+    Positive = float
+    Hue = float
+    Count = int
+else:
+    Probability = number_in(0, 1)
+    Strength = number_in(0)
+    Scale = number_in(0, 1, low_open=True)
+    Positive = number_in(0, low_open=True)
+    Hue = number_in(0, 0.5)
+    Count = number_in(1, integer=True)
 
 
 class _Section(Declared):
@@ -75,7 +85,7 @@ class ColorJitterSpec(_Random):
     brightness: Strength = 0.4
     contrast: Strength = 0.4
     saturation: Strength = 0.2
-    hue: number_in(0, 0.5) = 0.1
+    hue: Hue = 0.1
 
 
 class FlipSpec(_Random):
@@ -97,8 +107,8 @@ class AugmentationSpec(_Section):
     equalization: _Random = _Random()
     horizontal_flip: FlipSpec = FlipSpec()
     # None: the dataset's default crop size (DATASETS[dataset].crop_size)
-    crop_size: number_in(1, integer=True) | None = None
-    num_crops: number_in(1, integer=True) = 1
+    crop_size: Count | None = None
+    num_crops: Count = 1
     # per-channel statistics, only used by the custom dataset
     mean: RGB | None = None
     std: PositiveRGB | None = None

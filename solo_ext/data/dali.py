@@ -247,17 +247,15 @@ class DaliLoader:
         hide_labels: bool = False,
     ) -> None:
         # DALI installed and every augmentation one DALI has: checked by the config layer
-        pretraining = not isinstance(augmentations, EvalCrop)
+        eval_crop = augmentations if isinstance(augmentations, EvalCrop) else None
         self.files = [str(p) for p in samples.images]
         self.targets = torch.tensor([-1 if hide_labels else t for t in samples.targets], dtype=torch.long)
-        self.augmentations = [dict(a) for a in augmentations] if pretraining else None
-        self.eval_crop = None if pretraining else augmentations
-        train = pretraining or self.eval_crop.train
+        augs = None if isinstance(augmentations, EvalCrop) else [dict(a) for a in augmentations]
+        self.augmentations, self.eval_crop = augs, eval_crop
+        train = eval_crop is None or eval_crop.train
         self.batch_size, self.num_threads, self.seed = batch_size, max(1, num_threads), seed
         self.single_random_crop = (
-            pretraining
-            and sum(a["num_crops"] for a in self.augmentations) == 1
-            and self.augmentations[0]["rrc"]["enabled"]
+            augs is not None and sum(a["num_crops"] for a in augs) == 1 and augs[0]["rrc"]["enabled"]
         )
         # Lightning finds set_epoch here, as on a DataLoader's sampler, and reads batch_sampler
         self.sampler = EpochShards(len(self.files), batch_size, shuffle=train, drop_last=train, seed=seed)

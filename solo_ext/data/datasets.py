@@ -16,7 +16,8 @@ Where the data comes from:
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sized
+from typing import Any, Literal, cast
 
 import numpy as np
 from sklearn.model_selection import train_test_split
@@ -51,7 +52,7 @@ class IndexedDataset(Dataset):
         self.hide_labels = hide_labels
 
     def __len__(self) -> int:
-        return len(self.base)
+        return len(cast(Sized, self.base))  # a map-style dataset
 
     def __getitem__(self, index: int):
         x, target = self.base[index]
@@ -60,7 +61,7 @@ class IndexedDataset(Dataset):
 
 def _targets(ds: Dataset) -> list[int]:
     # ImageSamples and torchvision's CIFARs call them targets, STL10 labels.
-    targets = ds.targets if hasattr(ds, "targets") else ds.labels
+    targets = ds.targets if hasattr(ds, "targets") else cast(Any, ds).labels
     return [int(t) for t in targets]
 
 
@@ -76,20 +77,21 @@ def take_fraction(ds: Dataset, fraction: float, stratified: bool = True) -> Data
     """
     if fraction in (-1.0, 1.0):
         return ds
+    size = len(cast(Sized, ds))  # a map-style dataset
     try:
         kept, _ = train_test_split(
-            np.arange(len(ds)),
+            np.arange(size),
             train_size=fraction,
             stratify=_targets(ds) if stratified else None,
             random_state=FRACTION_SEED,
         )
     except ValueError as exc:
-        raise DataError(f"data.fraction={fraction!r}: cannot take it of {len(ds)} images: {exc}") from exc
+        raise DataError(f"data.fraction={fraction!r}: cannot take it of {size} images: {exc}") from exc
     indices = sorted(int(i) for i in kept)
     return ds.subset(indices) if isinstance(ds, ImageSamples) else Subset(ds, indices)
 
 
-def _finish(ds: Dataset, data_format: str, decode: str) -> Dataset:
+def _finish(ds: Dataset, data_format: str, decode: Literal["pil", "tensor"]) -> Dataset:
     if isinstance(ds, ImageSamples):
         ds.decode = decode
         if data_format == "ram_image_folder":
@@ -99,13 +101,13 @@ def _finish(ds: Dataset, data_format: str, decode: str) -> Dataset:
 
 def prepare_pretrain_dataset(
     dataset: str,
-    transform: Callable,
+    transform: Callable | None,
     train_path: str | None = None,
     data_format: str = "image_folder",
     no_labels: bool = False,
     fraction: float = -1.0,
     download: bool = True,
-    decode: str = "pil",
+    decode: Literal["pil", "tensor"] = "pil",
     listings: FolderListings | None = None,
 ) -> Dataset:
     """The pretraining set of ``dataset``; item ``i`` is ``(i, transform(image_i), target_i)``.
@@ -134,7 +136,8 @@ def prepare_pretrain_dataset(
         DataError: missing or malformed folders, failed download, undecodable image.
     """
     info = DATASETS[dataset]
-    root = train_path if train_path is not None else info.train_path
+    # every dataset but digits (which reads no folder) has a default train folder
+    root = cast(str, train_path if train_path is not None else info.train_path)
     key = "data.train_path"
     if dataset in TORCHVISION_DATASETS:
         split = "train+unlabeled" if dataset == "stl10" else "train"
@@ -151,14 +154,14 @@ def prepare_pretrain_dataset(
 
 def prepare_classification_datasets(
     dataset: str,
-    T_train: Callable,
-    T_val: Callable,
+    T_train: Callable | None,
+    T_val: Callable | None,
     train_path: str | None = None,
     val_path: str | None = None,
     data_format: str = "image_folder",
     fraction: float = -1.0,
     download: bool = True,
-    decode: str = "pil",
+    decode: Literal["pil", "tensor"] = "pil",
     listings: FolderListings | None = None,
     train: bool = True,
 ) -> tuple[Dataset | None, Dataset]:
@@ -178,7 +181,8 @@ def prepare_classification_datasets(
             failed download, undecodable image.
     """
     info = DATASETS[dataset]
-    train_root = train_path if train_path is not None else info.train_path
+    # every dataset but digits (which reads no folder) has a default train folder
+    train_root = cast(str, train_path if train_path is not None else info.train_path)
     val_root = val_path if val_path is not None else info.val_path
     if dataset in TORCHVISION_DATASETS:
         train_ds = (
@@ -186,7 +190,8 @@ def prepare_classification_datasets(
             if train
             else None
         )
-        val = torchvision_dataset(dataset, val_root, "test", T_val, download, "data.val_path")
+        # torchvision's datasets have a default val folder
+        val = torchvision_dataset(dataset, cast(str, val_root), "test", T_val, download, "data.val_path")
     elif dataset == "digits":
         train_ds = digits_dataset("train", T_train) if train else None
         val = digits_dataset("val", T_val)
@@ -196,7 +201,8 @@ def prepare_classification_datasets(
         listings = listings or FolderListings()
         classes = listings.classes(train_root, "data.train_path", dataset)
         if dataset == "tiny-imagenet":
-            val = tiny_imagenet_val_dataset(val_root, "data.val_path", classes, T_val)
+            # tiny-imagenet has a default val folder
+            val = tiny_imagenet_val_dataset(cast(str, val_root), "data.val_path", classes, T_val)
         else:
             val = class_folder_dataset(val_root, "data.val_path", dataset, T_val, classes, listings=listings)
         train_ds = (

@@ -52,7 +52,8 @@ def decode_rgb_tensor(source: str | os.PathLike | bytes, name: str | os.PathLike
         DataError: ``cannot decode image '<file>': ...`` (``name`` names the file for bytes).
     """
     data = read_bytes(source) if not isinstance(source, bytes) else source
-    with decoding(source if name is None else name), Image.open(io.BytesIO(data)) as img:
+    shown = source if name is None else name
+    with decoding(shown), Image.open(io.BytesIO(data)) as img:  # type: ignore[arg-type]  # bytes come with a name
         if img.format in JPEG_FORMATS:
             buffer = torch.frombuffer(bytearray(data), dtype=torch.uint8)
             return decode_jpeg(buffer, mode=ImageReadMode.RGB)

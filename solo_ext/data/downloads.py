@@ -6,6 +6,7 @@ import shutil
 import socket
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from torch.utils.data import Dataset
 from torchvision.datasets import CIFAR10, CIFAR100, STL10
@@ -27,7 +28,7 @@ SPLITS = {
 DOWNLOAD_TIMEOUT_S = 20.0
 
 
-def _remove_leftovers(cls: type, root: Path, existed: dict[str, bool], root_existed: bool) -> None:
+def _remove_leftovers(cls: type[Any], root: Path, existed: dict[str, bool], root_existed: bool) -> None:
     """Delete what a failed download left: a partial archive and a partly extracted folder."""
     archive = root / cls.filename
     if archive.is_file() and not check_integrity(str(archive), cls.tgz_md5):
@@ -67,6 +68,7 @@ def torchvision_dataset(
             (chained to torchvision's error). An interrupt is not caught, but cleans up too.
     """
     cls, kwargs = TORCHVISION_DATASETS[dataset], SPLITS[dataset][split]
+    cause: Exception  # the error the DataError below is chained to
     try:
         return cls(root, transform=transform, download=False, **kwargs)
     except RuntimeError as exc:

@@ -14,7 +14,7 @@ import os
 import sys
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import Literal
+from typing import Literal, cast
 
 from PIL import Image
 from torch.utils.data import Dataset
@@ -93,7 +93,8 @@ class ImageSamples(Dataset):
         ~10x smaller than its pixels) and decoded on every access, which the JPEG decoder does
         faster than PIL converts a held image."""
         if self.decode == "tensor":
-            self.encoded = [read_bytes(p) for p in self.images]
+            # not loaded yet: the images are their files
+            self.encoded = [read_bytes(cast(Path, p)) for p in self.images]
         else:
             self.images = [img if isinstance(img, Image.Image) else load_rgb(img) for img in self.images]
 
@@ -118,7 +119,7 @@ def _refuse(root: str | os.PathLike | None, key: str, problems: Iterable[tuple[o
         raise DataError(f"{key}={shown!r}: {problem}")
 
 
-def _list(folder: str | os.PathLike) -> list[os.DirEntry]:
+def _list(folder: str | os.PathLike[str]) -> list[os.DirEntry[str]]:
     """One listing of ``folder``, sorted by name, hidden entries (.ipynb_checkpoints, .cache, ...)
     left out; DataError naming the folder when it cannot be listed."""
     try:
@@ -232,7 +233,7 @@ def find_classes(
     """
     layout = layout or _class_folder_layout(dataset)
     exists = root is not None and Path(root).is_dir()
-    classes = [e.name for e in _list(root) if e.is_dir()] if exists else []
+    classes = [e.name for e in _list(cast(str | os.PathLike[str], root)) if e.is_dir()] if exists else []
     hint = "; for a flat folder of unlabelled images set data.no_labels=True" if dataset == "custom" else ""
     what = key.removeprefix("data.").removesuffix("_path")
     _refuse(
@@ -254,7 +255,7 @@ class FolderListings:
     path; pass one instance to the dataset builders of a run, and a new one to the next run."""
 
     def __init__(self) -> None:
-        self._classes: dict[str, list[str]] = {}
+        self._classes: dict[str | None, list[str]] = {}  # None: find_classes refuses it
         self._images: dict[str, dict[str, list[Path]]] = {}
 
     def classes(
@@ -271,6 +272,7 @@ class FolderListings:
     ) -> dict[str, list[Path]]:
         """``{class: its image files}`` of ``root``'s class folders (:class:`_ImageWalk`), walked once."""
         classes = self.classes(root, key, dataset, layout)
+        assert root is not None  # refused by find_classes
         real = os.path.realpath(root)
         if real not in self._images:
             walk = _ImageWalk(Path(root), {name: Path(root) / name for name in classes})

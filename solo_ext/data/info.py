@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import cast
 
 from solo_ext.data.folders import find_classes
 
@@ -103,7 +104,7 @@ def dataset_mean_std(
     """
     info = DATASETS[dataset]
     if info.mean is not None:
-        return info.mean, info.std
+        return info.mean, cast(tuple[float, ...], info.std)  # known together with the mean
     aug_cfg = aug_cfg or {}
     mean = aug_cfg.get("mean")
     std = aug_cfg.get("std")

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sized
+from typing import cast
 
 import torch
 from torch.utils.data import DataLoader, Dataset, RandomSampler
@@ -78,12 +79,13 @@ def prepare_dataloader(
     Raises:
         DataError: ``drop_last`` with a dataset smaller than one batch (an epoch would have no step).
     """
-    if drop_last and len(ds) < batch_size:
+    sized = cast(Sized, ds)  # a map-style dataset: every dataset of solo_ext has a length
+    if drop_last and len(sized) < batch_size:
         raise DataError(
-            f"optimizer.batch_size={batch_size!r}: larger than the dataset ({len(ds)} images), "
+            f"optimizer.batch_size={batch_size!r}: larger than the dataset ({len(sized)} images), "
             "so no full batch exists; lower it"
         )
-    sampler = RandomSampler(ds, generator=generator) if shuffle else None
+    sampler = RandomSampler(sized, generator=generator) if shuffle else None
     return DataLoader(
         ds,
         batch_size=batch_size,

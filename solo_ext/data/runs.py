@@ -4,6 +4,8 @@ listing of each image folder shared by all of them."""
 
 from __future__ import annotations
 
+from typing import Literal, TypedDict
+
 import torch
 
 from solo_ext.data.augmentations import FullTransformPipeline, NCropAugmentation
@@ -16,6 +18,16 @@ from solo_ext.data.loaders import (
     prepare_dataloader,
     pretrain_transform,
 )
+
+
+class ReadingArgs(TypedDict):
+    """How every dataset of a run reads its folders."""
+
+    data_format: str
+    fraction: float
+    decode: Literal["pil", "tensor"]
+    listings: FolderListings
+
 
 # datasets whose val split is a folder the user must name (no val_path: no val loader)
 FOLDER_DATASETS = ("custom", "imagenet", "imagenet100")
@@ -51,12 +63,10 @@ def pretrain_loaders(
             ]
         )
     # how every dataset of this run reads its folders (sharing their listings)
-    reading = {
-        "data_format": data_format,
-        "fraction": fraction,
-        "decode": "tensor" if backend == "tensor" else "pil",
-        "listings": FolderListings(),
-    }
+    decode: Literal["pil", "tensor"] = "tensor" if backend == "tensor" else "pil"
+    reading = ReadingArgs(
+        data_format=data_format, fraction=fraction, decode=decode, listings=FolderListings()
+    )
     train_ds = prepare_pretrain_dataset(
         dataset, transform, train_path=train_path, no_labels=no_labels, **reading
     )

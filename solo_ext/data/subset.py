@@ -64,7 +64,8 @@ def read_classes(spec: str) -> list[str]:
         reason = err.strerror if isinstance(err, OSError) and err.strerror else type(err).__name__
         allowed = f"must be {' or '.join(SHIPPED)} or a text file of class folder names, one a line"
         raise DataError(f"{flag}: {allowed} ({reason})") from None
-    classes, lines = [], {}
+    classes: list[str] = []
+    lines: dict[str, int] = {}  # class name -> the line that names it
     for number, line in enumerate(text.splitlines(), 1):
         name = line.strip()
         if not name or name.startswith("#"):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import lightning.pytorch as pl
 import torch
@@ -38,7 +39,9 @@ class PicturesCallback(Callback):
         self.spectrum_frequency = spectrum_frequency
 
     def _due(self, frequency: int | None, epoch: int) -> bool:
-        return bool(frequency) and (epoch + 1) % frequency == 0
+        if not frequency:
+            return False
+        return (epoch + 1) % frequency == 0
 
     def _log_image(self, trainer: pl.Trainer, key: str, path: Path, caption: str) -> None:
         for logger in trainer.loggers:
@@ -51,17 +54,20 @@ class PicturesCallback(Callback):
         epoch = trainer.current_epoch
         if self._due(self.reconstruction_frequency, epoch) and trainer.val_dataloaders:
             self.save_reconstructions(trainer, pl_module, epoch)
-        if self._due(self.spectrum_frequency, epoch) and pl_module.last_singular_values is not None:
+        method: Any = pl_module  # a pretraining method: its spectrum and config
+        if self._due(self.spectrum_frequency, epoch) and method.last_singular_values is not None:
             path = plot_spectrum(
-                pl_module.last_singular_values,
+                method.last_singular_values,
                 self.run_dir / "spectrum" / f"ep={epoch}.png",
-                title=f"{pl_module.cfg.name}: val feature spectrum, epoch {epoch}",
+                title=f"{method.cfg.name}: val feature spectrum, epoch {epoch}",
             )
             self._log_image(trainer, "val_spectrum", path, f"epoch {epoch}")
 
-    def save_reconstructions(self, trainer: pl.Trainer, pl_module: pl.LightningModule, epoch: int) -> None:
+    def save_reconstructions(self, trainer: pl.Trainer, pl_module: Any, epoch: int) -> None:
+        """``pl_module``: an MAE method (normalize_val_images, reconstruct, patch_size, norm_pix_loss)."""
         loaders = trainer.val_dataloaders
         loader = loaders[0] if isinstance(loaders, list | tuple) else loaders
+        assert loader is not None  # called only when the trainer has val loaders
         dataset = getattr(loader, "dataset", None)
         if dataset is not None:
             count = min(self.num_images, len(dataset))

@@ -13,7 +13,7 @@ when the true class is among the min(5, num_classes) highest scores AND received
 classes that no neighbour voted for never count, whatever order their zero scores sort in.
 """
 
-from typing import Annotated, Literal
+from typing import Annotated, Literal, get_args
 
 import torch
 from pydantic import ConfigDict, Field, validate_call
@@ -21,7 +21,8 @@ from torch import Tensor
 from torchmetrics import Metric
 from torchmetrics.utilities import dim_zero_cat
 
-DISTANCES = ("cosine", "euclidean")
+Distance = Literal["cosine", "euclidean"]
+DISTANCES: tuple[str, ...] = get_args(Distance)
 _EUCLIDEAN_EPS = 1e-5
 
 
@@ -29,7 +30,6 @@ _EUCLIDEAN_EPS = 1e-5
 # naming the argument)
 Neighbours = Annotated[int, Field(ge=1)]
 Temperature = Annotated[float, Field(gt=0, allow_inf_nan=False)]
-Distance = Literal[DISTANCES]
 Positive = Annotated[int, Field(ge=1)]
 _ARGUMENTS = ConfigDict(arbitrary_types_allowed=True, strict=True)
 
@@ -131,6 +131,11 @@ class WeightedKNNClassifier(Metric):
     is_differentiable = False
     higher_is_better = True
     full_state_update = False
+    # the banks (add_state): lists of per-update tensors, concatenated by a DDP sync
+    train_features: list[Tensor] | Tensor
+    train_targets: list[Tensor] | Tensor
+    test_features: list[Tensor] | Tensor
+    test_targets: list[Tensor] | Tensor
 
     @validate_call(config=_ARGUMENTS)
     def __init__(
@@ -197,7 +202,10 @@ class WeightedKNNClassifier(Metric):
         if train_features is None or test_features is None:
             return None
         train_targets = self._bank(self.train_targets)
-        test_targets = self._bank(self.test_targets).to(train_features.device)
+        test_targets = self._bank(self.test_targets)
+        # the banks of targets fill with those of features, row for row
+        assert train_targets is not None and test_targets is not None
+        test_targets = test_targets.to(train_features.device)
         test_features = test_features.to(train_features.device)
         train_keep, test_keep = train_targets != -1, test_targets != -1
         train_features, train_targets = train_features[train_keep], train_targets[train_keep]

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping
+from typing import Any
 
 import torch
 from torch import nn
@@ -126,8 +127,9 @@ class OnlineEvaluation(nn.Module):
 
     def compute(self, all_gather: Callable[[torch.Tensor], torch.Tensor], world_size: int) -> dict:
         """The epoch's values under their logged names (already global), then a reset."""
-        logs = {}
+        logs: dict[str, Any] = {}
         if self._sample is not None:
+            assert self.knn is not None  # a sample is kept for the kNN bank only
             self.knn.update(train_features=self._sample[0], train_targets=self._sample[1])
             self._sample = None
         if self.knn is not None and isinstance(self.knn.train_features, list):

@@ -118,7 +118,7 @@ def save_grid_png(
     image = Image.fromarray(grid)
     if column_labels:
         font = ImageFont.load_default()
-        height = font.getbbox("Mg")[3] + 6
+        height = int(font.getbbox("Mg")[3]) + 6  # an int already (typed float for FreeType fonts)
         labelled = Image.new("RGB", (grid.shape[1], grid.shape[0] + height), "white")
         draw = ImageDraw.Draw(labelled)
         column = grid.shape[1] / len(column_labels)
@@ -136,7 +136,7 @@ def save_grid_png(
         # fragments, let the strip (and the canvas) be wider than the grid.
         columns = max(int(grid.shape[1] / char_width), CAPTION_MIN_CHARS)
         lines = textwrap.wrap(caption, width=columns, break_long_words=False)
-        line_height = font.getbbox("Mg")[3] + 2
+        line_height = int(font.getbbox("Mg")[3]) + 2  # an int already (typed float for FreeType fonts)
         width = max(grid.shape[1], *(int(measure.textlength(line, font=font)) + 4 for line in lines))
         canvas = Image.new("RGB", (width, line_height * len(lines) + 4 + grid.shape[0]), "white")
         draw = ImageDraw.Draw(canvas)

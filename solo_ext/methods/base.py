@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import random
 from abc import ABCMeta, abstractmethod
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -47,10 +47,17 @@ def accuracy_at_k(logits: torch.Tensor, targets: torch.Tensor, top_k=(1, 5)) -> 
 
 
 class BaseMethod(GuardedModule, metaclass=ABCMeta):
+    # per-crop and val normalisation statistics (_register_image_stats)
+    crop_mean: torch.Tensor
+    crop_std: torch.Tensor
+    val_mean: torch.Tensor
+    val_std: torch.Tensor
+
     def __init__(self, cfg: DictConfig):
         super().__init__()
         self.cfg = cfg
-        self.backbone = build_backbone(cfg.backbone.name, OmegaConf.to_container(cfg.backbone.kwargs))
+        kwargs = cast(dict[str, Any], OmegaConf.to_container(cfg.backbone.kwargs))
+        self.backbone = build_backbone(cfg.backbone.name, kwargs)
         self.features_dim = self.backbone.num_features
         self.num_classes = cfg.data.num_classes
         self.num_large_crops = cfg.data.num_large_crops
@@ -117,7 +124,7 @@ class BaseMethod(GuardedModule, metaclass=ABCMeta):
         """torch.compile what the step runs: the encoder's ``forward_features`` (called directly,
         so compiled as a method; Module.compile would only cover ``forward``). The compiled
         function is an attribute, not a submodule, so state-dict keys stay as they are."""
-        self.backbone.forward_features = torch.compile(self.backbone.forward_features)
+        self.backbone.forward_features = torch.compile(self.backbone.forward_features)  # type: ignore[method-assign]  # compiled in place on purpose
 
     # ----------------------------------------------------------------- features
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -197,7 +204,8 @@ class BaseMethod(GuardedModule, metaclass=ABCMeta):
         if self.classifier is not None:
             logits = self.classifier(self.classifier_norm(feats))
             loss = F.cross_entropy(logits, targets, ignore_index=-1)
-            self.online.probe(loss, *accuracy_at_k(logits, targets), targets.size(0))
+            acc1, acc5 = accuracy_at_k(logits, targets)
+            self.online.probe(loss, acc1, acc5, targets.size(0))
         if not self.trainer.sanity_checking:
             self.online.val_features(feats, targets, self.trainer.world_size)
 
@@ -221,7 +229,9 @@ class BaseMethod(GuardedModule, metaclass=ABCMeta):
     def param_groups(self) -> list[dict]:
         """Named parameter groups (solo-learn's ``learnable_params``); methods append theirs."""
         derived = self.cfg.derived
-        groups = [{"name": "backbone", "named_params": list(self.backbone.named_parameters())}]
+        groups: list[dict[str, Any]] = [
+            {"name": "backbone", "named_params": list(self.backbone.named_parameters())}
+        ]
         if self.classifier is not None:
             groups.append(
                 {

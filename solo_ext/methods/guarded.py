@@ -21,11 +21,13 @@ epoch's order).
 from __future__ import annotations
 
 import random
+from typing import Any, cast
 
 import lightning.pytorch as pl
 import numpy as np
 import torch
 
+from solo_ext.utils.nonfinite import NonFiniteGuard
 from solo_ext.utils.seeds import epoch_seed
 
 CHECKPOINT_KEY = "solo_ext_guard"
@@ -34,7 +36,9 @@ RNG_KEY = "solo_ext_rng"
 
 def rng_state() -> dict:
     """The process's random states, as tensors, ints and lists (no NumPy objects in checkpoints)."""
-    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    # the legacy form (the default): a tuple, not the dict of get_state(legacy=False)
+    legacy = cast(tuple[str, np.ndarray, int, int, float], np.random.get_state())
+    kind, keys, pos, has_gauss, gauss = legacy
     version, internal, gauss_next = random.getstate()
     state = {
         "torch": torch.get_rng_state(),
@@ -63,7 +67,7 @@ def set_rng_state(state: dict) -> None:
 def skip_first(sampler, count: int) -> None:
     """Make the next iteration of ``sampler`` (a RandomSampler, Lightning's DistributedSampler, ...)
     leave out its first ``count`` indices, once; later epochs iterate it whole."""
-    base = type(sampler)
+    base: Any = type(sampler)  # a class known only at run time
 
     class _Resumed(base):
         def __iter__(self):
@@ -78,6 +82,8 @@ def skip_first(sampler, count: int) -> None:
 
 
 class GuardedModule(pl.LightningModule):
+    guard: NonFiniteGuard  # created by the subclass
+
     def grad_scaler(self) -> torch.amp.GradScaler | None:
         """The GradScaler of Lightning's ``16-mixed`` precision, or None (bf16, fp32)."""
         return getattr(self.trainer.precision_plugin, "scaler", None)
@@ -97,7 +103,8 @@ class GuardedModule(pl.LightningModule):
             self.guard.after_step(scaler)
             self.log_dict(self.guard.scaler_logs(), on_step=True, on_epoch=False)
         # the host reads the guard's flag only where Lightning reads the logged values anyway
-        if (self.global_step % self.trainer.log_every_n_steps) == 0:
+        every = self.trainer.log_every_n_steps  # type: ignore[attr-defined]  # set by Lightning's logger connector
+        if (self.global_step % every) == 0:
             self.guard.raise_if_tripped(self.current_epoch)
 
     def on_train_epoch_end(self) -> None:
@@ -122,7 +129,8 @@ class GuardedModule(pl.LightningModule):
         """At train start, after the epoch's seeding: when the run resumes inside an epoch, skip
         the samples already trained on and take back the saved random states. Returns the batches
         of the epoch already done (0 when the run starts at an epoch's beginning)."""
-        done = self.trainer.fit_loop.epoch_loop.batch_progress.current.processed
+        progress = self.trainer.fit_loop.epoch_loop.batch_progress
+        done = progress.current.processed  # type: ignore[attr-defined]  # a _ProcessedTracker, typed as its base
         state, self._resumed_rng = getattr(self, "_resumed_rng", None), None
         # a checkpoint of an epoch's end restores that epoch's count (all its batches) while the
         # run starts the next one at its beginning

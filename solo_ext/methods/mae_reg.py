@@ -8,13 +8,14 @@ that form by the config layer (``solo_ext.config.compat``), so ``args.json`` sho
 from __future__ import annotations
 
 import torch
+from omegaconf import DictConfig
 
 from solo_ext.methods.mae import MAE
 from solo_ext.regularizers import REGULARIZERS
 
 
 class MAERegularized(MAE):
-    def __init__(self, cfg):
+    def __init__(self, cfg: DictConfig):
         super().__init__(cfg)
         self.regularizers = [
             REGULARIZERS[name](spec) for name, spec in cfg.method_kwargs.regularizers.items()

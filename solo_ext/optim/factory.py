@@ -23,7 +23,8 @@ def split_weight_decay(groups: Iterable[dict], no_decay_names: set[str]) -> list
     and tokens listed in ``no_decay_names`` (cls_token, pos_embed, mask_token) get no weight decay."""
     out = []
     for group in groups:
-        decay, no_decay = [], []
+        decay: list[torch.nn.Parameter] = []
+        no_decay: list[torch.nn.Parameter] = []
         for name, param in group["named_params"]:
             if not param.requires_grad:
                 continue
@@ -91,6 +92,7 @@ def lightning_lr_schedule(
     sched_cfg, derived = cfg.scheduler, cfg.derived
     if sched_cfg.name == "none":
         return optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
     if sched_cfg.name == "step":
         milestones = list(sched_cfg.lr_decay_steps or [])
         scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=milestones, gamma=0.1)

@@ -19,7 +19,7 @@ per-tensor exclusion of 1-D parameters; solo-learn's recipes rely on all three
 """
 
 from collections.abc import Callable
-from typing import Annotated, Any
+from typing import Annotated, Any, overload
 
 import torch
 from pydantic import ConfigDict, Field, validate_call
@@ -90,6 +90,12 @@ class LARS(Optimizer):
         scale = torch.where(active, local_lr, 1.0)
         decay = active.to(p.dtype) * weight_decay
         return (grad + decay * p) * scale
+
+    @overload
+    def step(self, closure: None = None) -> None: ...
+
+    @overload
+    def step(self, closure: Callable[[], float]) -> float: ...
 
     @torch.no_grad()
     def step(self, closure: Callable[[], float] | None = None) -> float | None:

@@ -12,12 +12,12 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
-from typing import Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, cast
 
 import torch
 from pydantic import Field, ValidationInfo, model_validator
 
-from solo_ext.schedulers.weights import ConstantWeight, ScheduleSpec
+from solo_ext.schedulers.weights import ConstantWeight, ScheduleSpec, WeightSchedule
 from solo_ext.utils.declared import Declared, Rule, number_in, plain
 from solo_ext.utils.dist import gather
 from solo_ext.utils.errors import NO_VALUE
@@ -25,6 +25,10 @@ from solo_ext.utils.errors import NO_VALUE
 # a block index, counted from the end when negative (checked against the backbone's depth)
 BlockIndex = int
 Features = Literal["cls", "mean"] | BlockIndex
+if TYPE_CHECKING:  # the type checker sees the number; pydantic, below, its checked range
+    NonNegative = float
+else:
+    NonNegative = number_in(0)
 
 
 def normalise_block(index: int, depth: int | None) -> int:
@@ -52,12 +56,12 @@ class RegularizerSpec(Declared):
 
     where: ClassVar[str] = "a regularizer"
 
-    weight: number_in(0) | None = Field(default=None, exclude=True)
+    weight: NonNegative | None = Field(default=None, exclude=True)
     scheduler: ScheduleSpec | None = None
     features: Features = "cls"
     gather: bool = True
 
-    rules: ClassVar = (
+    rules: ClassVar[tuple[Rule, ...]] = (
         Rule(
             "weight",
             lambda spec, _: (spec.weight is None) != (spec.scheduler is None),
@@ -82,7 +86,7 @@ def feature_of(out: Mapping, features: str | int, block_positions: Mapping[int, 
         return out["tokens"][:, 0]
     if features == "mean":
         return out["tokens"][:, 1:].mean(dim=1)
-    return out["blocks"][block_positions[features]][:, 1:].mean(dim=1)
+    return out["blocks"][block_positions[cast(int, features)]][:, 1:].mean(dim=1)  # a block index
 
 
 def regularized_features(
@@ -110,7 +114,9 @@ class Regularizer(ABC):
         if not isinstance(spec, RegularizerSpec):  # a stored block (args.json, a checkpoint)
             spec = self.Spec.model_validate(plain(spec))
         self.spec = spec.model_dump()
-        self.schedule = spec.scheduler
+        # a validated spec always has its scheduler (a constant weight becomes one)
+        assert spec.scheduler is not None
+        self.schedule: WeightSchedule = spec.scheduler
         self.per_step = spec.scheduler.interval == "step"
         self.features = spec.features
         self.gather = spec.gather

@@ -14,6 +14,7 @@ import subprocess
 import threading
 import time
 from pathlib import Path
+from typing import Any, cast
 
 import lightning.pytorch as pl
 import torch
@@ -77,7 +78,7 @@ class Checkpointer(Callback):
     # ----------------------------------------------------------------- files
     def save_args(self) -> None:
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        args = OmegaConf.to_container(self.cfg, resolve=True)
+        args = cast(dict[str, Any], OmegaConf.to_container(self.cfg, resolve=True))
         args["run_id"] = args["wandb_run_id"] = self.run_id
         args["job_identity"] = self.identity
         write_json_atomic(self.run_dir / "args.json", args)
@@ -106,8 +107,8 @@ class Checkpointer(Callback):
             if trainer.is_global_zero:
                 publish(tmp, path)  # fsync, rename, fsync the folder: never a torn .ckpt
         except OSError as err:  # a full disk, a read-only folder: the previous state stays whole
-            kept = f"; the previous state {previous[-1]} is intact" if previous else ""
-            raise RunFolderError(f"cannot write checkpoint {path}: {err}{kept}") from err
+            intact = f"; the previous state {previous[-1]} is intact" if previous else ""
+            raise RunFolderError(f"cannot write checkpoint {path}: {err}{intact}") from err
         finally:
             tmp.unlink(missing_ok=True)
         if trainer.is_global_zero:
@@ -137,7 +138,7 @@ class Checkpointer(Callback):
         a host read), 0 elsewhere."""
         if trainer.world_size == 1:
             return value
-        if not every_step and trainer.global_step % trainer.log_every_n_steps:
+        if not every_step and trainer.global_step % trainer.log_every_n_steps:  # type: ignore[attr-defined]  # set by Lightning's logger connector
             return 0.0
         flag = torch.tensor([value], dtype=torch.float64, device=trainer.strategy.root_device)
         return float(trainer.strategy.reduce(flag, reduce_op="max").item())

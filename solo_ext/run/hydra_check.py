@@ -33,15 +33,15 @@ def split_argv(words: list[str], where: str = "command") -> tuple[str | None, st
     """
     config_path = config_name = None
     overrides: list[str] = []
-    words = iter(words)
-    for word in words:
+    remaining = iter(words)
+    for word in remaining:
         if not word.startswith("-"):
             overrides.append(word)
             continue
         flag, equals, value = word.partition("=")
         own = flag in _NAME_FLAGS + _PATH_FLAGS
         if own and not equals:
-            value = next(words, "")
+            value = next(remaining, "")
         if not (own and value):
             wrong = "is not followed by a value" if own else "is not a Hydra option main_pretrain.py takes"
             raise ConfigError(f"{where}: {word!r} {wrong}")
@@ -72,8 +72,9 @@ def one_line(err: Exception, config_name: str, config_dir: Path, overrides: list
         )
     missing = re.search(r"Could not override '([^']+)'", text)
     present = re.search(r"Could not append to config\. An item is already at '([^']+)'", text)
-    if missing or present:
-        key = (missing or present).group(1)
+    match = missing or present
+    if match:
+        key = match.group(1)
         written = _written(overrides, key)
         if missing:
             return (

@@ -28,7 +28,7 @@ from solo_ext.data import (
     prepare_dataloader,
     prepare_transforms,
 )
-from solo_ext.eval.knn import knn_accuracy, knn_predict
+from solo_ext.eval.knn import Distance, knn_accuracy, knn_predict
 from solo_ext.results import merge_results
 
 TABLE_COLUMNS = ("feature_type", "distance", "k", "T", "bank", "acc1", "acc5")
@@ -103,7 +103,7 @@ def knn_table(
     num_classes: int,
     ks: Sequence[int],
     temperatures: Sequence[float],
-    distances: Sequence[str],
+    distances: Sequence[Distance],
 ) -> list[dict]:
     """One row per (feature type, distance, k, T): acc@1 and acc@5 in percent.
 
@@ -203,15 +203,17 @@ def run_knn(
         "data_fraction": data_fraction,
     }
     settings = validate(OfflineKNN, given, renames=OfflineKNN.flags())
+    assert dataset is not None  # refused by OfflineKNN when neither given nor in args.json
     model = backbone_for(ckpt, saved, backbone, backbone_kwargs)
 
     _, val_transform = prepare_transforms(dataset, model.img_size)
     train_ds, val_ds = prepare_classification_datasets(
         dataset, val_transform, val_transform, train_data_path, val_data_path, data_format, data_fraction
     )
+    assert train_ds is not None  # built: train=True
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     feature_types = list(dict.fromkeys(settings.feature_type))
-    banks = [
+    train_bank, val_bank = [
         extract_features(
             model,
             prepare_dataloader(ds, batch_size, num_workers, shuffle=False, drop_last=False),
@@ -220,9 +222,12 @@ def run_knn(
         )
         for ds in (train_ds, val_ds)
     ]
+    num_classes = num_classes_of(dataset, train_data_path)
+    assert num_classes is not None  # labelled: None only with no_labels
     rows = knn_table(
-        *banks,
-        num_classes=num_classes_of(dataset, train_data_path),
+        train_bank,
+        val_bank,
+        num_classes=num_classes,
         ks=list(dict.fromkeys(settings.k)),
         temperatures=list(dict.fromkeys(settings.temperature)),
         distances=list(dict.fromkeys(settings.distance_function)),

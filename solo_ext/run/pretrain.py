@@ -6,11 +6,12 @@ import json
 import os
 import sys
 from pathlib import Path
+from typing import Any, cast
 
 import lightning.pytorch as pl
 import torch
 from lightning.pytorch.callbacks import LearningRateMonitor
-from lightning.pytorch.loggers import CSVLogger, WandbLogger
+from lightning.pytorch.loggers import CSVLogger, Logger, WandbLogger
 from lightning.pytorch.plugins.precision import Precision
 from lightning.pytorch.strategies import DDPStrategy
 from omegaconf import DictConfig, OmegaConf
@@ -64,7 +65,9 @@ def build_pretrain_loaders(cfg: DictConfig):
         fraction=data.fraction,
         no_labels=data.no_labels,
         num_workers=data.num_workers,
-        augmentations=[OmegaConf.to_container(aug, resolve=True) for aug in cfg.augmentations],
+        augmentations=[
+            cast(dict[str, Any], OmegaConf.to_container(aug, resolve=True)) for aug in cfg.augmentations
+        ],
         batch_size=cfg.optimizer.batch_size,
         seed=cfg.seed,
         clean_bank=cfg.knn_eval.enabled and cfg.knn_eval.bank == "clean",
@@ -134,10 +137,10 @@ def resolve_run(cfg: DictConfig, keys=SHOULD_MATCH) -> tuple[str, str | None]:
     if identity is not None:
         return run_of_identity(cfg, identity, named=bool(cfg.get("run_name")), keys=keys)
     if cfg.auto_resume.enabled:
-        ckpt, run_id = find_resumable(cfg, keys=keys)
-        if ckpt is not None:
-            print(f"auto-resume: continuing run {run_id} from {ckpt}")
-            return run_id, str(ckpt)
+        found, found_id = find_resumable(cfg, keys=keys)
+        if found is not None and found_id is not None:  # both or neither
+            print(f"auto-resume: continuing run {found_id} from {found}")
+            return found_id, str(found)
     return new_run_id(method_dir), None
 
 
@@ -177,7 +180,7 @@ def build_trainer(
         # TF32 tensor cores for float32 matmuls (the parts autocast leaves in float32)
         torch.set_float32_matmul_precision("high")
         torch.backends.cudnn.allow_tf32 = True
-    loggers = [CSVLogger(save_dir=str(run_dir), name="csv")]
+    loggers: list[Logger] = [CSVLogger(save_dir=str(run_dir), name="csv")]
     if cfg.wandb.enabled:
         wandb_logger = WandbLogger(
             name=cfg.name,
@@ -193,9 +196,9 @@ def build_trainer(
         wandb_logger._wandb_init.pop("anonymous", None)
         loggers.append(wandb_logger)
     for logger in loggers:  # the resolved config, derived lr and world size included
-        logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
+        logger.log_hyperparams(cast(dict[str, Any], OmegaConf.to_container(cfg, resolve=True)))
     kwargs = {key: cfg[key] for key in trainer_keys() if key in cfg}
-    kwargs = OmegaConf.to_container(OmegaConf.create(kwargs), resolve=True)
+    kwargs = cast(dict[str, Any], OmegaConf.to_container(OmegaConf.create(kwargs), resolve=True))
     # as the config layer resolved them (solo_ext.config.lightning): CPU device ids are counted
     kwargs["devices"] = lightning_devices(kwargs["accelerator"], kwargs["devices"])
     if kwargs.get("strategy") == "ddp":
@@ -388,7 +391,7 @@ def fit_pretrain(cfg, train_loader, val_loaders, run_dir, run_id, ckpt_path, plu
 
 def finish_run(cfg: DictConfig, run_dir: Path, extra: dict | None = None) -> None:
     """Print what the run reached and write it to results.json (rank 0, after fit)."""
-    args = OmegaConf.to_container(cfg, resolve=True)
+    args = cast(dict[str, Any], OmegaConf.to_container(cfg, resolve=True))
     results = collect_results(run_dir, args, extra)
     path = write_results(run_dir, results)
     print(format_summary(results, path))

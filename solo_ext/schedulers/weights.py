@@ -21,14 +21,17 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping
-from typing import Annotated, Any, ClassVar, Literal, Protocol, Union
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal, Protocol, Union, cast
 
 from pydantic import Discriminator, Field, Tag, TypeAdapter, model_validator
 
 from solo_ext.utils.declared import FROM_LIST, Declared, Rule, number_in, plain
 
 # an epoch on the schedule's axis: finite and >= 0; a weight: any finite number
-Epoch = number_in(0)
+if TYPE_CHECKING:  # the type checker sees the number; pydantic, below, its checked range
+    Epoch = float
+else:
+    Epoch = number_in(0)
 Weight = Annotated[float, Field(allow_inf_nan=False)]
 
 
@@ -43,14 +46,15 @@ def _lerp(start: float, end: float, fraction: float) -> float:
 def in_order(*names: str) -> tuple[Rule, ...]:
     """Rules keeping the epochs ``names`` in order, each naming the epoch that breaks it."""
     chain = " <= ".join(names)
-    return tuple(
-        Rule(
+
+    def rule(before: str, name: str) -> Rule:
+        return Rule(
             name,
-            lambda s, _, before=before, name=name: getattr(s, before) <= getattr(s, name),
-            lambda s, _, before=before: f"must satisfy {chain}, but {before}={getattr(s, before):g}",
+            lambda s, _: getattr(s, before) <= getattr(s, name),
+            lambda s, _: f"must satisfy {chain}, but {before}={getattr(s, before):g}",
         )
-        for before, name in zip(names, names[1:])
-    )
+
+    return tuple(rule(before, name) for before, name in zip(names, names[1:]))
 
 
 def _first_empty(s: IntervalWeight) -> int | None:
@@ -177,7 +181,8 @@ class IntervalWeight(_Schedule):
             "intervals",
             lambda s, _: _first_overlap(s) is None,
             lambda s, _: "intervals must not overlap, but intervals[{}] and intervals[{}] do".format(
-                *_first_overlap(s)
+                # the rule fails only where there is an overlap
+                *cast(tuple[int, int], _first_overlap(s))
             ),
         ),
     )
@@ -253,16 +258,27 @@ def _schedule_name(block: Any) -> str | None:
 
 
 # A schedule block, told apart by its name (a tagged union).
-ScheduleSpec = Annotated[
-    Union[tuple(Annotated[cls, Tag(name)] for name, cls in WEIGHT_SCHEDULES.items())],  # noqa: UP007
-    Discriminator(
-        _schedule_name,
-        # the config layer words this error with the names listed in the message
-        custom_error_type="tagged_block",
-        custom_error_message=", ".join(sorted(WEIGHT_SCHEDULES)),
-    ),
-]
-SCHEDULE_SPEC = TypeAdapter(ScheduleSpec)
+if TYPE_CHECKING:  # the type checker sees the union of SCHEDULE_CLASSES; pydantic, below, the tagged union
+    ScheduleSpec = (
+        ConstantWeight
+        | WarmupWeight
+        | TriangleWeight
+        | StepWeight
+        | IntervalWeight
+        | LinearWeight
+        | CosineWeight
+    )
+else:
+    ScheduleSpec = Annotated[
+        Union[tuple(Annotated[cls, Tag(name)] for name, cls in WEIGHT_SCHEDULES.items())],  # noqa: UP007
+        Discriminator(
+            _schedule_name,
+            # the config layer words this error with the names listed in the message
+            custom_error_type="tagged_block",
+            custom_error_message=", ".join(sorted(WEIGHT_SCHEDULES)),
+        ),
+    ]
+SCHEDULE_SPEC: TypeAdapter[ScheduleSpec] = TypeAdapter(ScheduleSpec)
 
 
 def build_weight_schedule(cfg: Mapping[str, Any]) -> WeightSchedule:

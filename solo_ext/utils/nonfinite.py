@@ -86,8 +86,8 @@ class NonFiniteGuard:
             found = torch.maximum(found, (~torch.isfinite(self._total)).float().reshape(1))
         flag = self._record(found, global_step)
         if is_fused(optimizer):
-            optimizer.found_inf = flag
-            optimizer.grad_scale = None
+            optimizer.found_inf = flag  # type: ignore[attr-defined]  # read by torch's fused step
+            optimizer.grad_scale = None  # type: ignore[attr-defined]  # read by torch's fused step
         elif grads:
             for grad in grads:
                 grad.nan_to_num_(nan=0.0, posinf=0.0, neginf=0.0)
@@ -130,6 +130,8 @@ class NonFiniteGuard:
             self.skipped_steps = torch.full((), self._restored_skipped, dtype=torch.long, device=scale.device)
             self._skipped_in_row = torch.zeros((), dtype=torch.long, device=scale.device)
             self._below_floor = torch.zeros((), dtype=torch.bool, device=scale.device)
+        # set together with skipped_steps, above or at an earlier step
+        assert self._skipped_in_row is not None and self._below_floor is not None
         self.skipped_steps += skipped
         self._skipped_in_row = (self._skipped_in_row + 1) * skipped
         below = (scale.reshape(()) < SCALE_FLOOR) & (skipped > 0)
@@ -141,6 +143,7 @@ class NonFiniteGuard:
         """The scale and the skipped steps so far, as device tensors for ``log_dict``."""
         if self.skipped_steps is None:
             return {}
+        assert self._last_scale is not None  # set by the after_step that set skipped_steps
         scale = self._last_scale.reshape(()).float()
         return {"amp_scale": scale, "amp_skipped_steps": self.skipped_steps.float()}
 
@@ -162,6 +165,8 @@ class NonFiniteGuard:
             return
         bad = [name for name, flag in self._components.items() if bool(flag)]
         if self._below_floor is not None and bool(self._below_floor):
+            # set together with _below_floor (after_step)
+            assert self._skipped_in_row is not None and self.skipped_steps is not None
             bad.append(
                 f"the gradients (GradScaler skipped {int(self._skipped_in_row.item())} steps in a row, "
                 f"{int(self.skipped_steps.item())} in all, and its scale fell below {SCALE_FLOOR:g})"
