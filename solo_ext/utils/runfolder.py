@@ -120,7 +120,7 @@ def state_order(path: Path) -> tuple[int, int, int] | None:
     """Sort key of a checkpoint by when it was written: epoch, then mid-epoch states (by step)
     before the epoch's end; None for other files."""
     match = CKPT_STATE.search(path.name)
-    if match is None or _TMP_MARK in path.name:
+    if match is None:  # our temporaries end in .tmp-<pid>-<hex>, never in .ckpt
         return None
     epoch, step = match.groups()
     return (int(epoch), 0, int(step)) if step is not None else (int(epoch), 1, 0)
@@ -219,16 +219,18 @@ def holder_is_dead(holder: dict, age_s: float, me: dict | None = None) -> bool:
     if holder.get("slurm_job") and holder.get("slurm_job") == me["slurm_job"]:
         if int(holder.get("slurm_restart") or 0) < me["slurm_restart"]:
             return True
-    if holder.get("host") == me["host"]:
-        if holder.get("pid") == me["pid"]:
+    pid = holder.get("pid")
+    if holder.get("host") == me["host"] and isinstance(pid, int) and pid > 0:
+        if pid == me["pid"]:
             return True  # our own, left by an earlier attempt in this process
         try:
-            os.kill(int(holder.get("pid", -1)), 0)
+            os.kill(pid, 0)
         except ProcessLookupError:
             return True
-        except (PermissionError, ValueError, OverflowError):
+        except (PermissionError, OverflowError):
             return False
         return False
+    # another host, or a record without a usable pid: only the heartbeat tells
     return age_s > STALE_S
 
 

@@ -273,5 +273,8 @@ def test_holder_rules_at_their_edges():
     me = {"host": "a", "pid": 10, "slurm_job": None, "slurm_restart": 0}
     assert holder_is_dead({"host": "a", "pid": 10}, 0.0, me)  # our own pid: left by this process
     assert not holder_is_dead({"host": "b", "pid": 3}, runfolder.STALE_S, me)  # exactly stale: not yet
+    # on this host without a usable pid: the heartbeat decides, as for another host
+    assert not holder_is_dead({"host": "a"}, runfolder.STALE_S - 1, me)
+    assert holder_is_dead({"host": "a", "pid": "x"}, runfolder.STALE_S + 1, me)
     # no SLURM job on either side: the restart rule does not apply
     assert not holder_is_dead({"host": "b", "pid": 3, "slurm_job": None, "slurm_restart": -1}, 0.0, me)
