@@ -129,7 +129,8 @@ def cluster_plugins(flags: Mapping[str, Any], environ: Mapping[str, str] | None 
 
 def _trainer(flags: Mapping[str, Any], plugins: list | None = None) -> Trainer:
     flags = {**flags}
-    plugins = [*(plugins or []), *cluster_plugins(flags)]
+    with _quiet():  # Lightning's srun hint is for the real Trainer too
+        plugins = [*(plugins or []), *cluster_plugins(flags)]
     if plugins:
         # a precision plugin given with the Trainer (build_trainer's test seam) sets the precision
         if any(isinstance(plugin, Precision) for plugin in plugins):
