@@ -7,10 +7,19 @@ hand all leave ``<checkpoint.dir>/<method>/<run id>/`` with ``args.json`` and ``
 Pretraining runs that differ only by ``seed`` form a group; the config keys that vary between
 groups become the table's first columns. Offline results join their pretraining run: a linear
 run (``main_linear.py``) through its ``pretrained_feature_extractor``, ``main_knn.py`` through
-the ``offline_knn`` section it adds to the run's results.json.
+the ``offline_knn`` section it adds to the run's results.json. A group holds one run per seed: a
+seed found twice in a group stops the report with the runs named.
+
+Every offline linear evaluation of a run is kept, one column per protocol (``L1``, ``L2``, ...,
+spelled out under the table): a probe of the frozen features and MAE's augmented LARS probe of
+the same checkpoint are different measurements. The offline probe's random-backbone baseline
+(``mode: probe``) gets a column beside it. The offline kNN column is the row of the run's own
+protocol (its features, k, T and distance, as ``main_knn.py`` runs by default), not the best row
+of a k/T grid, which would be chosen on val; ``--knn-row best`` asks for that one instead.
 
 Per metric the table shows the mean over the group's seeds ± the half-width of the 95%
-Student-t confidence interval (n = 1: the value alone). The values are each run's FINAL values
+Student-t confidence interval (n = 1: the value alone); where some runs of a group have no finite
+value of a metric, ``(n=K)`` follows, K being the runs that do. The values are each run's FINAL values
 (the end of training), never the best epoch, which would favour noisy runs. With
 ``--baseline KEY=VALUE`` (e.g. ``name=mae-digits``) a second table gives each group's paired
 difference to the baseline group over the seeds both have.
@@ -28,6 +37,7 @@ import io
 import json
 import math
 import re
+import sys
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -47,15 +57,21 @@ NOT_CONFIG = (
     "resume_from_checkpoint",
     "enable_progress_bar",
 )
-# (column title, where the value lives in a joined run, decimals shown)
-METRICS = (
+# (column title, where the value lives in a joined run, decimals shown); the offline linear
+# columns, one per protocol found, go between the online and the offline kNN ones
+ONLINE_METRICS = (
     ("online linear acc1", ("metrics", "val_acc1"), 2),
     ("online kNN acc1", ("metrics", "val_knn_acc1"), 2),
-    ("offline linear acc1", ("linear", "val_acc1"), 2),
+)
+LATER_METRICS = (
     ("offline kNN acc1", ("offline_knn", "acc1"), 2),
     ("effective rank", ("metrics", "val_effective_rank"), 2),
     ("reconstruction loss", ("metrics", "train_reconstruction_loss"), 4),
 )
+# which row of main_knn.py's table a run is reported by: its own protocol, or the best of the grid
+KNN_ROWS = ("own", "best")
+# what a run without these keys in args.json was evaluated with (solo-learn's defaults)
+KNN_DEFAULTS = {"k": 20, "T": 0.07, "distance_func": "euclidean"}
 CURVES = (
     ("val_knn_acc1", "online kNN acc1"),
     ("val_acc1", "online linear acc1"),
@@ -104,11 +120,30 @@ def _load(run: Path) -> tuple[dict, dict] | None:
     return None if results is None else (args, results)
 
 
-def load_runs(dirs: Sequence[Path]) -> list[dict]:
+def own_knn_row(args: Mapping, rows: Sequence[Mapping]) -> Mapping | None:
+    """The row of main_knn.py's table measured with the run's own protocol (features, distance,
+    k and, for the cosine vote, T); None when the table has no such row."""
+    knn = {**KNN_DEFAULTS, **(args.get("knn_eval") or {})}
+    features = (args.get("method_kwargs") or {}).get("online_features") or "cls"
+    for row in rows:
+        same_t = knn["distance_func"] != "cosine" or math.isclose(
+            float(row.get("T", math.nan)), float(knn["T"])
+        )
+        if (row.get("feature_type"), row.get("distance"), row.get("k")) == (
+            features,
+            knn["distance_func"],
+            knn["k"],
+        ) and same_t:
+            return row
+    return None
+
+
+def load_runs(dirs: Sequence[Path], knn_row: str = "own") -> list[dict]:
     """Pretraining runs with their offline results joined: a dict per run with ``args``,
     ``config`` (flattened grouping keys), ``seed``, ``metrics``, ``history``, ``spectrum``,
-    ``linear`` (final metrics of a linear probe of it) and ``offline_knn`` (best row); empty when
-    there is none."""
+    ``linear`` ({protocol: final metrics} of each offline linear evaluation of it),
+    ``random_backbone`` ({protocol: the probe's random-backbone val_acc1}) and ``offline_knn``
+    (the row of ``knn_row``: the run's own protocol, or the best); empty when there is none."""
     runs, linear = {}, []
     for folder in find_runs(dirs):
         loaded = _load(folder)
@@ -119,7 +154,10 @@ def load_runs(dirs: Sequence[Path]) -> list[dict]:
             linear.append((args, results))
             continue
         config = {k: v for k, v in flatten(args).items() if k.split(".")[0] not in NOT_CONFIG}
-        offline_knn = (results.get("offline_knn") or {}).get("best") or {}
+        table = results.get("offline_knn") or {}
+        offline_knn = (
+            table.get("best") if knn_row == "best" else own_knn_row(args, table.get("rows") or [])
+        ) or {}
         runs[folder.resolve()] = {
             "dir": folder,
             "args": args,
@@ -129,14 +167,45 @@ def load_runs(dirs: Sequence[Path]) -> list[dict]:
             "history": results.get("history") or {},
             "spectrum": results.get("spectrum"),
             "linear": {},
+            "random_backbone": {},
             "offline_knn": {"acc1": offline_knn["acc1"]} if "acc1" in offline_knn else {},
         }
     for args, results in linear:
         source = args.get("pretrained_feature_extractor")
         run = runs.get(Path(source).resolve().parent) if source else None
-        if run is not None:
-            run["linear"] = {k: v["final"] for k, v in (results.get("metrics") or {}).items()}
+        if run is None:
+            continue
+        protocol = linear_protocol(args, results)
+        if protocol in run["linear"]:
+            print(
+                f"WARNING: {run['dir']} has two offline evaluations with the protocol '{protocol}'; "
+                f"the report keeps {results.get('run_dir') or source}'s (the later folder)",
+                file=sys.stderr,
+            )
+        run["linear"][protocol] = {k: v["final"] for k, v in (results.get("metrics") or {}).items()}
+        baseline = results.get("random_backbone") or {}
+        if "val_acc1" in baseline:
+            run["random_backbone"][protocol] = baseline["val_acc1"]
     return list(runs.values())
+
+
+def linear_protocol(args: Mapping, results: Mapping) -> str:
+    """An offline linear evaluation's protocol in words (results.json's, else args.json's)."""
+    protocols = results.get("protocols") or (args.get("derived") or {}).get("protocols") or {}
+    return protocols.get("linear") or "offline linear evaluation (protocol not recorded)"
+
+
+def metric_columns(runs: Sequence[Mapping]) -> tuple[list[tuple], list[str]]:
+    """The table's metrics (title, where, decimals) and the legend of the offline linear
+    protocols (``L<i>: <protocol>``)."""
+    protocols = sorted({p for run in runs for p in run["linear"]})
+    columns, legend = list(ONLINE_METRICS), []
+    for i, protocol in enumerate(protocols, 1):
+        columns.append((f"offline linear acc1 (L{i})", ("linear", protocol, "val_acc1"), 2))
+        if any(protocol in run["random_backbone"] for run in runs):
+            columns.append((f"random-backbone acc1 (L{i})", ("random_backbone", protocol), 2))
+        legend.append(f"L{i}: {protocol}")
+    return columns + list(LATER_METRICS), legend
 
 
 # ----------------------------------------------------------------------------- statistics
@@ -159,14 +228,39 @@ def mean_ci(values: Sequence[float]) -> tuple[float, float | None, int]:
     return sum(values) / len(values), t_half_width(values), len(values)
 
 
-def format_mean_ci(mean: float, half: float | None, n: int, decimals: int = 2) -> str:
+def format_mean_ci(
+    mean: float, half: float | None, n: int, decimals: int = 2, total: int | None = None
+) -> str:
+    """``mean ± half``; ``(n=K)`` after it when only K of the ``total`` runs have a value."""
     if n == 0:
         return "-"
-    return f"{mean:.{decimals}f}" if half is None else f"{mean:.{decimals}f} ± {half:.{decimals}f}"
+    text = f"{mean:.{decimals}f}" if half is None else f"{mean:.{decimals}f} ± {half:.{decimals}f}"
+    return text if total is None or n == total else f"{text} (n={n})"
 
 
-def metric_value(run: Mapping, where: tuple[str, str]) -> float | None:
-    return run[where[0]].get(where[1])
+def metric_value(run: Mapping, where: Sequence[str]) -> float | None:
+    node = run
+    for key in where:
+        if not isinstance(node, Mapping):
+            return None
+        node = node.get(key)
+    return node
+
+
+def duplicate_seeds(groups: Sequence[Mapping], varying: Sequence[str]) -> str | None:
+    """One line naming the runs of the first seed that a group holds twice; None when none does."""
+    for group in groups:
+        by_seed: dict = {}
+        for run in group["runs"]:
+            by_seed.setdefault(run["seed"], []).append(str(run["dir"]))
+        for seed, folders in by_seed.items():
+            if len(folders) > 1:
+                return (
+                    f"seed {seed} appears {len(folders)} times in the group {_group_label(group, varying)}: "
+                    f"{', '.join(folders)}; a group holds one run per seed (move or delete the extra runs, "
+                    "or report their folders apart)"
+                )
+    return None
 
 
 # ----------------------------------------------------------------------------- grouping
@@ -215,39 +309,40 @@ def matches(config: Mapping, key: str, value: str) -> bool:
 
 
 # ----------------------------------------------------------------------------- tables
-def build_tables(groups: list[dict], varying: list[str], baseline: dict | None):
+def build_tables(groups: list[dict], varying: list[str], baseline: dict | None, metrics: Sequence[tuple]):
     """(main rows, header) and (paired rows, header) as lists of cell lists; the paired table
-    (None without ``baseline``, one of ``groups``) compares every other group to ``baseline``."""
-    header = [short_key(k) for k in varying] + ["n", "seeds"] + [title for title, _, _ in METRICS]
+    (None without ``baseline``, one of ``groups``) compares every other group to ``baseline``.
+    ``metrics``: the columns of :func:`metric_columns`."""
+    header = [short_key(k) for k in varying] + ["n", "seeds"] + [title for title, _, _ in metrics]
     rows, raw = [], []
     for group in groups:
         cells = [_cell(group["config"].get(k)) for k in varying]
         seeds = [r["seed"] for r in group["runs"]]
         cells += [str(len(group["runs"])), ",".join(map(str, seeds))]
         stats = []
-        for _, where, decimals in METRICS:
+        for _, where, decimals in metrics:
             mean, half, n = mean_ci([metric_value(r, where) for r in group["runs"]])
-            cells.append(format_mean_ci(mean, half, n, decimals))
+            cells.append(format_mean_ci(mean, half, n, decimals, total=len(group["runs"])))
             stats.append((mean, half, n))
         rows.append(cells)
         raw.append(stats)
     paired = None
     if baseline is not None:
         base_runs = {r["seed"]: r for r in baseline["runs"]}
-        paired_header = [short_key(k) for k in varying] + ["pairs"] + [f"Δ {t}" for t, _, _ in METRICS]
+        paired_header = [short_key(k) for k in varying] + ["pairs"] + [f"Δ {t}" for t, _, _ in metrics]
         paired_rows = []
         for group in groups:
             if group is baseline:
                 continue
             pairs = [(r, base_runs[r["seed"]]) for r in group["runs"] if r["seed"] in base_runs]
             cells = [_cell(group["config"].get(k)) for k in varying] + [str(len(pairs))]
-            for _, where, decimals in METRICS:
+            for _, where, decimals in metrics:
                 diffs = [
                     metric_value(a, where) - metric_value(b, where)
                     for a, b in pairs
                     if metric_value(a, where) is not None and metric_value(b, where) is not None
                 ]
-                cells.append(format_mean_ci(*mean_ci(diffs), decimals))
+                cells.append(format_mean_ci(*mean_ci(diffs), decimals, total=len(pairs)))
             paired_rows.append(cells)
         paired = (paired_header, paired_rows)
     return (header, rows, raw), paired
@@ -357,20 +452,24 @@ def _write_atomic(path: Path, data: bytes) -> None:
 
 
 # ----------------------------------------------------------------------------- entry
-def make_report(dirs: Sequence[Path], out: Path | None = None, baseline: str | None = None) -> str:
+def make_report(
+    dirs: Sequence[Path], out: Path | None = None, baseline: str | None = None, knn_row: str = "own"
+) -> str:
     """Build the report; write its four files to ``out`` (default ``dirs[0]``); return the
-    markdown.
+    markdown. ``knn_row``: which offline kNN row stands for a run (``own`` protocol or ``best``).
 
     Raises:
-        ReportError: ``baseline`` is not KEY=VALUE, a folder of ``dirs`` does not exist, there is
-            no pretraining run, or ``baseline`` does not name exactly one group.
+        ReportError: ``baseline`` is not KEY=VALUE, ``knn_row`` is unknown, a folder of ``dirs``
+            does not exist, there is no pretraining run, a group holds a seed twice, or
+            ``baseline`` does not name exactly one group.
     """
     dirs = [Path(d) for d in dirs]
     out = Path(out) if out is not None else dirs[0]
     base = parse_baseline(baseline)
     missing = [str(d) for d in dirs if not d.is_dir()]
     # the runs are read only when the arguments pass (their rows come first below)
-    runs = [] if missing or (baseline is not None and base is None) else load_runs(dirs)
+    bad_arguments = missing or (baseline is not None and base is None) or knn_row not in KNN_ROWS
+    runs = [] if bad_arguments else load_runs(dirs, knn_row)
     groups, varying = group_runs(runs)
     base_groups = [g for g in groups if base is not None and matches(g["config"], *base)]
     problems = (
@@ -378,8 +477,10 @@ def make_report(dirs: Sequence[Path], out: Path | None = None, baseline: str | N
             baseline is not None and base is None,
             f"--baseline={baseline!r}: must be KEY=VALUE, e.g. name=mae-digits",
         ),
+        (knn_row not in KNN_ROWS, f"--knn-row={knn_row!r}: must be one of {', '.join(KNN_ROWS)}"),
         (missing, f"{', '.join(missing)}: no such folder"),
         (not runs, f"{', '.join(map(str, dirs))}: no pretraining run with args.json and results.json"),
+        (runs and duplicate_seeds(groups, varying), duplicate_seeds(groups, varying)),
         (
             base is not None and len(base_groups) != 1,
             f"--baseline={baseline}: matches {len(base_groups)} groups; it must name exactly one "
@@ -389,29 +490,34 @@ def make_report(dirs: Sequence[Path], out: Path | None = None, baseline: str | N
     problem = first_problem(problems)
     if problem is not None:
         raise ReportError(problem)
-    (header, rows, raw), paired = build_tables(groups, varying, base_groups[0] if base else None)
+    metrics, legend = metric_columns(runs)
+    (header, rows, raw), paired = build_tables(groups, varying, base_groups[0] if base else None, metrics)
+    knn = "the run's own protocol" if knn_row == "own" else "the best row of its k/T table (chosen on val)"
     text = [
         f"{len(runs)} runs in {len(groups)} groups; mean ± 95% CI half-width (Student t) over seeds of "
-        "each run's final values",
+        "each run's final values; (n=K): only K runs of the group have a finite value",
         "",
         markdown(header, rows),
+        "",
+        f"Offline kNN: {knn}.",
+        *[f"- {line}" for line in legend],
     ]
     if paired is not None:
         text += ["", f"Paired difference to {base[0]}={base[1]} over shared seeds:", "", markdown(*paired)]
     report = "\n".join(text) + "\n"
     out.mkdir(parents=True, exist_ok=True)
     _write_atomic(out / "report.md", report.encode())
-    _write_atomic(out / "report.csv", _csv(groups, varying, raw).encode())
+    _write_atomic(out / "report.csv", _csv(groups, varying, raw, metrics).encode())
     plot_curves(groups, varying, out / "curves.png")
     plot_spectra(groups, varying, out / "spectra.png")
     return report
 
 
-def _csv(groups: list[dict], varying: list[str], raw: list) -> str:
+def _csv(groups: list[dict], varying: list[str], raw: list, metrics: Sequence[tuple]) -> str:
     buffer = io.StringIO()
     writer = csv.writer(buffer)
     columns = []
-    for title, _, _ in METRICS:
+    for title, _, _ in metrics:
         columns += [f"{title} mean", f"{title} ci95", f"{title} n"]
     writer.writerow([*varying, "n", "seeds", *columns])
     for group, stats in zip(groups, raw):
@@ -430,11 +536,17 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument(
         "--out", type=Path, help="where report.md/csv and the PNGs go (default: the first DIR)"
     )
+    parser.add_argument(
+        "--knn-row",
+        default="own",
+        help="the offline kNN row reported: own (the run's protocol, default) or best (of the k/T grid, "
+        "chosen on val)",
+    )
     args = parser.parse_args(argv)
     from solo_ext.run.exits import exit_on_user_error
 
     with exit_on_user_error():
-        report = make_report(args.dirs, args.out, args.baseline)
+        report = make_report(args.dirs, args.out, args.baseline, args.knn_row)
     print(report)
     print(f"written to {args.out or args.dirs[0]}: report.md, report.csv, curves.png, spectra.png")
 

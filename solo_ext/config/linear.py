@@ -1,11 +1,14 @@
 """The offline-evaluation config (``main_linear.py``): compatibility pass, validation, derived keys.
 
-solo-learn's linear/fine-tune schema (reference: solo/args/linear.py) plus four keys of ours:
+solo-learn's linear/fine-tune schema (reference: solo/args/linear.py) plus five keys of ours:
 
 - ``mode``: ``linear`` (frozen backbone, linear head), ``partial`` (the last ``partial_blocks``
   blocks and the final norm train; 0.5 = only the MLP sub-block of the last block, as in MAE's
-  partial fine-tuning, He et al. 2022, Fig. 9) or ``finetune`` (everything trains). Defaults to
-  ``finetune`` when solo-learn's ``finetune: True`` is set, else ``linear``.
+  partial fine-tuning, He et al. 2022, Fig. 9), ``finetune`` (everything trains) or ``probe``
+  (frozen features extracted once, a grid of linear heads chosen on held-out training images:
+  :mod:`solo_ext.run.probe`; it reads ``probe`` and no ``optimizer``). Defaults to ``finetune``
+  when solo-learn's ``finetune: True`` is set, else ``linear``.
+- ``probe``: the grid and its training, for ``mode: probe``.
 - ``features``: ``cls`` (class token) or ``mean`` (mean patch token), after the final norm.
 - ``batchnorm_head``: BatchNorm1d without affine parameters before the linear head (MAE's probe).
 - ``allow_random_backbone``: the only way to run with ``pretrained_feature_extractor: null``.
@@ -72,7 +75,9 @@ def parse_cfg(cfg: DictConfig | Mapping, plugins: list | None = None) -> DictCon
     out = top.model_dump()
     out["backbone"] = top.backbone.dump()
     out["data"]["num_classes"] = num_classes_of(top.data.dataset, top.data.train_path)
-    out["derived"] = {**trainer, **derive_lr(top, trainer["world_size"], classifier=False)}
+    out["derived"] = dict(trainer)
+    if top.optimizer is not None:  # mode=probe has none: its grid carries its own lrs
+        out["derived"].update(derive_lr(top, trainer["world_size"], classifier=False))
     out["derived"]["protocols"] = linear_protocols(out)
     return OmegaConf.create(out)
 
@@ -113,6 +118,8 @@ def _follow_run(raw: dict, saved: Mapping) -> None:
 
 def linear_protocols(out: Mapping) -> dict:
     """The evaluation protocols of a linear/fine-tuning run, in words (args.json and logs)."""
+    if out["mode"] == "probe":
+        return {"linear": probe_protocol(out["features"], out["probe"])}
     head = "BatchNorm (no affine) + linear head" if out["batchnorm_head"] else "linear head"
     protocols = {"linear": f"{out['mode']} on {out['features']} features, {head}"}
     knn = out["knn_eval"]
@@ -120,3 +127,21 @@ def linear_protocols(out: Mapping) -> dict:
         batches = "training batches of the epoch (train transform)"
         protocols["knn"] = knn_protocol(out["features"], knn, batches)
     return protocols
+
+
+def probe_protocol(features: str, probe: Mapping) -> str:
+    """One line naming the offline probe's protocol (not the setting it chose, which varies by
+    checkpoint): what two probes must share to be compared."""
+    views = (
+        "clean training images"
+        if probe["train_views"] == "clean"
+        else (
+            f"{probe['num_views']} view(s) of the training images through the run's pretraining augmentation"
+        )
+    )
+    heads = len(set(probe["lrs"])) * len(set(probe["weight_decays"])) * len(set(probe["batchnorm"]))
+    return (
+        f"probe on frozen {features} features of {views}: {heads} linear heads (lr {probe['lrs']} x weight "
+        f"decay {probe['weight_decays']} x BatchNorm {probe['batchnorm']}), SGD {probe['epochs']} epochs, "
+        f"batch {probe['batch_size']}, chosen on {probe['holdout_fraction']:g} of the training set held out"
+    )

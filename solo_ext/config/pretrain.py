@@ -68,12 +68,14 @@ def derive_lr(run: PretrainConfig | LinearConfig, world_size: int, classifier: b
     accumulate_grad_batches / 256. solo-learn scales only lr and classifier_lr by the batch and
     multiplies all four by accumulate_grad_batches (README, Recipes). The user's values stay as
     written, the effective ones go to ``derived`` and are logged."""
-    global_batch = run.optimizer.batch_size * world_size * run.accumulate_grad_batches
+    optimizer = run.optimizer
+    assert optimizer is not None, "derive_lr needs an optimizer section (mode=probe has none)"
+    global_batch = optimizer.batch_size * world_size * run.accumulate_grad_batches
     scale = global_batch / 256
     derived = {
         "global_batch_size": global_batch,
         "lr_scale": scale,
-        "lr": run.optimizer.lr * scale,
+        "lr": optimizer.lr * scale,
         "min_lr": run.scheduler.min_lr * scale,
         "warmup_start_lr": run.scheduler.warmup_start_lr * scale,
     }

@@ -62,7 +62,10 @@ KNN_BANKS = ("batches", "clean")
 # makes of one on this machine is asked of Lightning (solo_ext.config.lightning)
 PRECISIONS = get_args(_PRECISION_INPUT_STR)
 FEATURES = ("cls", "mean")
-MODES = ("linear", "partial", "finetune")
+MODES = ("linear", "partial", "finetune", "probe")
+# what the offline probe's heads train on: the training images as they are, or through the
+# pretraining run's first augmentation pipeline (solo_ext.run.probe)
+PROBE_VIEWS = ("clean", "augmented")
 # The Trainer kwargs we set ourselves.
 TRAINER_RESERVED = {"logger", "callbacks", "enable_checkpointing", "default_root_dir"}
 
@@ -304,6 +307,32 @@ class Wandb(Declared):
     offline: bool = False
 
 
+class Probe(Declared):
+    """``mode: probe``: the grid of linear heads trained together on cached frozen features
+    (solo_ext.eval.probe); the setting is chosen on ``holdout_fraction`` of the training set."""
+
+    lrs: Annotated[list[Positive], Field(min_length=1)] = [0.01, 0.03, 0.1, 0.3, 1.0]
+    weight_decays: Annotated[list[NonNegative], Field(min_length=1)] = [0.0, 1e-4, 1e-3, 1e-2]
+    batchnorm: Annotated[list[bool], Field(min_length=1)] = [True, False]
+    epochs: PositiveInt = 100
+    batch_size: PositiveInt = 256
+    momentum: number_in(0, 1, high_open=True) = 0.9
+    holdout_fraction: number_in(0, 1, low_open=True, high_open=True) = 0.2
+    train_views: Literal[PROBE_VIEWS] = "clean"
+    # with train_views: augmented, the number of augmented passes over the training set
+    num_views: PositiveInt = 1
+    # the same grid on a randomly initialised backbone of the same architecture, reported beside
+    random_baseline: bool = True
+
+    rules: ClassVar = (
+        Rule(
+            "num_views",
+            lambda p, _: p.train_views == "augmented" or p.num_views == 1,
+            "only used with train_views=augmented; leave it at 1",
+        ),
+    )
+
+
 class LinearDiagnostics(Declared):
     enabled: bool = True
     max_samples: number_in(2, integer=True) = 2048
@@ -515,10 +544,41 @@ class LinearConfig(_Run):
     cutmix: NonNegative = 0.0
     auto_augment: bool = False
     data: Data
-    optimizer: LinearOptimizer
+    # required by every mode but probe, whose heads' grid is probe.lrs x probe.weight_decays
+    optimizer: LinearOptimizer | None = None
+    probe: Probe = Probe()
     diagnostics: LinearDiagnostics = LinearDiagnostics()
 
     rules: ClassVar = _Run.rules + (
+        Rule(
+            "optimizer",
+            lambda c, _: _mode(c) == "probe" or c.optimizer is not None,
+            lambda c, _: f"missing; mode={_mode(c)} trains with it (name, batch_size, lr, weight_decay, ...)",
+        ),
+        *(
+            Rule(
+                key,
+                lambda c, _, key=key, default=default: _mode(c) != "probe" or getattr(c, key) == default,
+                why,
+            )
+            for key, default, why in (
+                (
+                    "optimizer",
+                    None,
+                    "not read by mode=probe (its grid is probe.lrs x probe.weight_decays); remove it",
+                ),
+                ("batchnorm_head", False, "not read by mode=probe (its grid has probe.batchnorm); remove it"),
+                ("auto_augment", False, "not read by mode=probe (see probe.train_views); remove it"),
+                ("mixup", 0.0, "not read by mode=probe; remove it"),
+                ("cutmix", 0.0, "not read by mode=probe; remove it"),
+                ("label_smoothing", 0.0, "not read by mode=probe; remove it"),
+            )
+        ),
+        Rule(
+            "knn_eval.enabled",
+            lambda c, _: _mode(c) != "probe" or not c.knn_eval.enabled,
+            "mode=probe trains no backbone to follow; the offline kNN is main_knn.py",
+        ),
         Rule(
             "method",
             lambda c, _: c.method == "linear",
@@ -553,7 +613,7 @@ class LinearConfig(_Run):
         ),
         Rule(
             "optimizer.layer_decay",
-            lambda c, _: c.optimizer.layer_decay == 0 or _mode(c) != "linear",
+            lambda c, _: c.optimizer is None or c.optimizer.layer_decay == 0 or _mode(c) != "linear",
             "only applies when backbone blocks train (mode=partial or finetune); "
             "set it to 0 for a linear probe",
         ),
@@ -571,7 +631,7 @@ class LinearConfig(_Run):
         ),
         Rule(
             "optimizer.batch_size",
-            lambda c, _: not _mixing(c) or c.optimizer.batch_size % 2 == 0,
+            lambda c, _: not _mixing(c) or c.optimizer is None or c.optimizer.batch_size % 2 == 0,
             "mixup/cutmix mix each batch with its reverse and need an even batch size",
         ),
     )

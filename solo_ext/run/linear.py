@@ -135,9 +135,14 @@ def resolve_linear_run(cfg: DictConfig) -> tuple[str, str | None]:
     return resolve_run(cfg, keys=SHOULD_MATCH + SAME_EVALUATION)
 
 
-def run_linear(raw_cfg: DictConfig, plugins: list | None = None) -> pl.Trainer:
-    """``main_linear.py`` on a composed config; ``plugins``: see :func:`build_trainer`."""
+def run_linear(raw_cfg: DictConfig, plugins: list | None = None) -> pl.Trainer | dict:
+    """``main_linear.py`` on a composed config; ``plugins``: see :func:`build_trainer`. With
+    ``mode: probe``, the offline probe (:func:`solo_ext.run.probe.run_probe`; its results.json)."""
     cfg = parse_cfg(raw_cfg, plugins)
+    if cfg.mode == "probe":
+        from solo_ext.run.probe import run_probe  # (which imports this module)
+
+        return run_probe(cfg)
     check_not_multirun_ddp(cfg)
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     # every error a user can cause (bad weights, missing data) surfaces before a file is written

@@ -69,7 +69,29 @@ def test_lr_is_scaled_by_the_global_batch(pretrained, tmp_path):
         ({"mode": "partial", "partial_blocks": 0.7}, r"^partial_blocks=0.7: must be 0.5 .* \[1, 2\]"),
         ({"mode": "partial", "partial_blocks": 3}, r"^partial_blocks=3: must be"),
         ({"partial_blocks": 1}, r"^partial_blocks=1: only used with mode=partial"),
-        ({"mode": "probe"}, r"^mode='probe': must be one of linear, partial, finetune"),
+        ({"mode": "lineer"}, r"^mode='lineer': must be one of linear, partial, finetune, probe"),
+        ({"mode": "probe"}, r"^optimizer=.*: not read by mode=probe .*probe.lrs x probe.weight_decays"),
+        (
+            {"mode": "probe", "optimizer": None, "batchnorm_head": True},
+            r"^batchnorm_head=True: not read by mode=probe",
+        ),
+        (
+            {"mode": "probe", "optimizer": None, "probe": {"lrs": [0.1, -1]}},
+            r"^probe.lrs\[1\]=-1: must be a number > 0",
+        ),
+        (
+            {"mode": "probe", "optimizer": None, "probe": {"holdout_fraction": 1}},
+            r"^probe.holdout_fraction=1: must be",
+        ),
+        (
+            {"mode": "probe", "optimizer": None, "probe": {"train_views": "crops"}},
+            r"^probe.train_views='crops': must be one of clean, augmented",
+        ),
+        (
+            {"mode": "probe", "optimizer": None, "probe": {"num_views": 4}},
+            r"^probe.num_views=4: only used with train_views=augmented",
+        ),
+        ({"optimizer": None}, r"^optimizer=None: missing; mode=linear trains with it"),
         ({"features": "avg"}, r"^features='avg': must be one of cls, mean"),
         (
             {"optimizer": {"name": "sgd", "batch_size": 16, "lr": 0.1, "layer_decay": 0.75}},
@@ -142,7 +164,9 @@ def test_every_shipped_yaml_composes_and_parses(pretrained, tmp_path, folder, na
     assert cfg.backbone.name == "vit_tiny" and cfg.data.num_classes > 0
     if cfg.mode == "finetune":
         assert cfg.backbone.kwargs.drop_path_rate == 0.1
-    if folder != "digits":  # MAE's global batches, with the recipes' device counts
+    if cfg.mode == "probe":
+        assert cfg.optimizer is None and cfg.derived.protocols.linear.startswith("probe on frozen")
+    elif folder != "digits":  # MAE's global batches, with the recipes' device counts
         assert cfg.derived.global_batch_size == {"linear": 16384, "finetune": 1024}[cfg.mode]
 
 

@@ -73,7 +73,8 @@ def test_groups_over_seeds_with_ci_and_paired_baseline(tmp_path):
     knn = header.index(" online kNN acc1 ")
     assert rows["mae"][knn] == f"61.00 ± {t_half_width(accs['mae']):.2f}"
     assert rows["mae"][1] == "3" and rows["u-mae"][2] == "0,1,2"
-    assert rows["mae"][header.index(" offline linear acc1 ")] == "80.00"  # n = 1: the value alone
+    # n = 1: the value alone, and (n=1) since the two other seeds have no offline probe
+    assert rows["mae"][header.index(" offline linear acc1 (L1) ")] == "80.00 (n=1)"
     paired = [line for line in lines if line.startswith("| u-mae")][-1].strip("|").split("|")
     diffs = [b - a for a, b in zip(accs["mae"], accs["u-mae"])]
     assert paired[1].strip() == "3"  # pairs
@@ -184,3 +185,85 @@ def test_a_finishing_run_replaces_an_unreadable_results_json(tmp_path, capsys):
         "replaced by this run's results",
     ]
     assert all(w.startswith(f"WARNING: {results} is not valid JSON") for w in warnings)
+
+
+def linear_run(root: Path, run_id: str, source: Path, protocol: str, acc: float, random_acc=None) -> Path:
+    """An offline linear evaluation of ``source``'s checkpoint, as main_linear.py leaves it."""
+    run = root / "linear" / run_id
+    run.mkdir(parents=True)
+    args = {"method": "linear", "pretrained_feature_extractor": str(source / "x.ckpt")}
+    results = {
+        "metrics": {"val_acc1": {"final": acc}},
+        "protocols": {"linear": protocol},
+        "run_dir": str(run),
+    }
+    if random_acc is not None:
+        results["random_backbone"] = {"val_acc1": random_acc}
+    (run / "args.json").write_text(json.dumps(args))
+    (run / "results.json").write_text(json.dumps(results))
+    return run
+
+
+def table_cells(report: str) -> dict[str, str]:
+    """The first row of the main table (one group: no name column), by column title."""
+    lines = report.splitlines()
+    header = [h.strip() for h in lines[2].strip("|").split("|")]
+    return dict(zip(header, [c.strip() for c in lines[4].strip("|").split("|")]))
+
+
+def test_a_seed_twice_in_a_group_is_refused_naming_the_runs(tmp_path):
+    fake_run(tmp_path, "a0", "mae", 0, None, 60.0, 20.0)
+    fake_run(tmp_path, "a1", "mae", 1, None, 61.0, 20.0)
+    fake_run(tmp_path, "again", "mae", 0, None, 62.0, 20.0)
+    before = sorted(tmp_path.rglob("*"))
+    with pytest.raises(ReportError) as info:
+        make_report([tmp_path])
+    message = str(info.value)
+    assert "\n" not in message and message.startswith("seed 0 appears 2 times in the group")
+    assert str(tmp_path / "mae-reg" / "a0") in message and str(tmp_path / "mae-reg" / "again") in message
+    assert sorted(tmp_path.rglob("*")) == before  # nothing written
+
+
+def test_n_per_metric_when_values_are_missing_or_not_finite(tmp_path):
+    fake_run(tmp_path, "a0", "mae", 0, None, 60.0, 20.0)
+    fake_run(tmp_path, "a1", "mae", 1, None, 62.0, float("nan"))
+    fake_run(tmp_path, "a2", "mae", 2, None, 64.0, 22.0)
+    cells = table_cells(make_report([tmp_path]))
+    assert cells["online kNN acc1"] == f"62.00 ± {t_half_width([60.0, 62.0, 64.0]):.2f}"  # all 3: no n
+    assert cells["effective rank"] == f"21.00 ± {t_half_width([20.0, 22.0]):.2f} (n=2)"
+
+
+def test_offline_knn_is_the_runs_own_protocol_row_unless_asked(tmp_path):
+    run = fake_run(tmp_path, "a0", "mae", 0, None, 60.0, 20.0)
+    args = json.loads((run / "args.json").read_text())
+    args["knn_eval"] = {"k": 20, "T": 0.07, "distance_func": "cosine"}
+    args["method_kwargs"]["online_features"] = "mean"
+    (run / "args.json").write_text(json.dumps(args))
+    rows = [
+        {"feature_type": "mean", "distance": "cosine", "k": k, "T": T, "acc1": acc}
+        for k, T, acc in ((10, 0.07, 75.0), (20, 0.07, 70.0), (20, 0.2, 80.0), (50, 0.07, 72.0))
+    ]
+    results = json.loads((run / "results.json").read_text())
+    results["offline_knn"] = {"rows": rows, "best": rows[2]}
+    (run / "results.json").write_text(json.dumps(results))
+    report = make_report([tmp_path])
+    assert table_cells(report)["offline kNN acc1"] == "70.00"
+    assert "Offline kNN: the run's own protocol." in report
+    assert table_cells(make_report([tmp_path], knn_row="best"))["offline kNN acc1"] == "80.00"
+    with pytest.raises(ReportError, match=r"^--knn-row='top': must be one of own, best$"):
+        make_report([tmp_path], knn_row="top")
+
+
+def test_every_probe_of_a_checkpoint_is_kept_apart_by_protocol(tmp_path):
+    run = fake_run(tmp_path, "a0", "mae", 0, None, 60.0, 20.0)
+    probe = "probe on frozen mean features of clean training images: ..."
+    mae_probe = "linear on mean features, BatchNorm (no affine) + linear head"
+    linear_run(tmp_path, "p0", run, probe, 85.0, random_acc=40.0)
+    linear_run(tmp_path, "p1", run, mae_probe, 81.0)
+    report = make_report([tmp_path])
+    legend = {line[2:4]: line[6:] for line in report.splitlines() if line.startswith("- L")}
+    number = {protocol: label for label, protocol in legend.items()}
+    cells = table_cells(report)
+    assert cells[f"offline linear acc1 ({number[probe]})"] == "85.00"
+    assert cells[f"offline linear acc1 ({number[mae_probe]})"] == "81.00"
+    assert cells[f"random-backbone acc1 ({number[probe]})"] == "40.00"

@@ -15,6 +15,8 @@ from tests.methods.test_linear_model import save_tiny_pretrained
 
 MAIN = Path(__file__).resolve().parents[2] / "main_linear.py"
 QUICK = ["max_epochs=1", "+limit_train_batches=2", "+limit_val_batches=1", "wandb.enabled=False"]
+# linear.yaml is the offline probe (mode: probe): a short grid, no random baseline
+PROBE_QUICK = ["probe.epochs=2", "probe.lrs=[0.1]", "probe.random_baseline=False", "wandb.enabled=False"]
 
 
 def run_main(cwd: Path, *overrides: str) -> subprocess.CompletedProcess:
@@ -59,7 +61,7 @@ def test_checkpoint_with_missing_keys_stops_with_the_keys_and_writes_nothing(tmp
     before = files_under(tmp_path)
     # the file name's '=' quoted for Hydra, as the recipes' comments say
     result = run_main(
-        tmp_path, "--config-name", "linear.yaml", f'pretrained_feature_extractor="{pretrained}"', *QUICK
+        tmp_path, "--config-name", "linear.yaml", f'pretrained_feature_extractor="{pretrained}"', *PROBE_QUICK
     )
     assert result.returncode == 2
     assert result.stderr.startswith("error: ")
@@ -79,8 +81,9 @@ def test_random_backbone_is_refused_without_the_flag(tmp_path):
 
 @pytest.mark.slow  # a subprocess each (~25 s on 2 busy cores)
 @pytest.mark.parametrize("data_format", ["image_folder", pytest.param("dali", marks=pytest.mark.dali)])
-def test_linear_probe_on_a_jpeg_folder(tmp_path, data_format):
-    """The default (tensor) and DALI loaders feed uint8 batches that LinearModel normalises."""
+def test_probe_recipe_on_a_jpeg_folder(tmp_path, data_format):
+    """The shipped probe recipe on an image folder (read through PIL, DALI's format included),
+    the chosen setting printed and stored beside the accuracy."""
     from tests.data.ddp_epoch import write_folder
 
     write_folder(tmp_path / "train", classes=3, per_class=8)
@@ -97,10 +100,13 @@ def test_linear_probe_on_a_jpeg_folder(tmp_path, data_format):
         f"++data.train_path={tmp_path / 'train'}",
         f"++data.val_path={tmp_path / 'val'}",
         f"++data.format={data_format}",
-        "optimizer.batch_size=8",
-        *QUICK,
+        "probe.batch_size=8",
+        "probe.holdout_fraction=0.25",
+        *PROBE_QUICK,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     [run] = list((out / "linear").iterdir())
-    rows = [row for path in run.glob("csv/version_*/metrics.csv") for row in csv.DictReader(open(path))]
-    assert any(row.get("val_acc1") for row in rows) and any(row.get("train_loss_epoch") for row in rows)
+    results = json.loads((run / "results.json").read_text())
+    assert 0 <= results["metrics"]["val_acc1"]["final"] <= 100
+    assert results["probe"]["chosen"]["lr"] == 0.1
+    assert "(chosen: lr 0.1, weight decay" in result.stdout

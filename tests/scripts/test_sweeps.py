@@ -27,10 +27,12 @@ from solo_ext.config.pretrain import parse_cfg
 from solo_ext.run.pretrain import check_not_multirun_ddp, run_pretrain
 from solo_ext.run.sweeps import (
     DEFAULT_CONFIG_DIR,
+    compose_config,
     dry_run,
     fixed_arguments,
     load_sweep,
     parameter_values,
+    resolve_config_dir,
     sweep_points,
 )
 
@@ -228,3 +230,52 @@ def test_paper_sweeps_cover_the_magma_table_on_both_datasets():
     for dataset in ("cifar100", "imagenet100"):
         for recipe in ("mae", "magma-mae", "u-mae", "mae-reg-uniformity", "tcr-mae"):
             assert f"{dataset}-{recipe}" in names
+
+
+PAIRED_SWEEPS = sorted((REPO / "scripts" / "sweeps" / "paired").glob("*.yaml"))
+PAIRED_ARMS = ("mae", "magma", "u-mae", "mu-mae")
+
+
+@pytest.mark.parametrize("sweep_file", PAIRED_SWEEPS, ids=lambda p: p.name)
+def test_paired_sweeps_pass_the_dry_run_on_a_cpu(sweep_file):
+    lines = []
+    assert dry_run(sweep_file, echo=lines.append, extra=["accelerator=cpu", "precision=32"]) == 0, lines
+    assert lines.count("  OK") == 3
+
+
+def paired_config(sweep_file: Path, seed: int) -> dict:
+    """The validated config of one point of a paired sweep, without where and how it is kept."""
+    sweep = load_sweep(sweep_file)
+    config_path, config_name, overrides = fixed_arguments(sweep)
+    # checked on the CPU, as the dry run does (the recipes name one GPU)
+    check = [*overrides, f"seed={seed}", "accelerator=cpu", "precision=32"]
+    raw = compose_config(resolve_config_dir(config_path), config_name, check)
+    cfg = OmegaConf.to_container(parse_cfg(raw), resolve=True)
+    return {k: v for k, v in cfg.items() if k not in ("name", "wandb", "checkpoint", "auto_resume")}
+
+
+@pytest.mark.parametrize("dataset", ["cifar100", "imagenet100"])
+def test_paired_arms_differ_only_in_the_regularizer(dataset):
+    """Within one table the arms (MAGMA's MAE, MAGMA, U-MAE, MU-MAE) share everything but the
+    regularizers' weights: the same recipe, batch, lr, schedule, epochs, seeds and kNN k 10."""
+    configs = {
+        arm: paired_config(REPO / "scripts" / "sweeps" / "paired" / f"{dataset}-{arm}.yaml", 0)
+        for arm in PAIRED_ARMS
+    }
+    weights = {}
+    for arm, cfg in configs.items():
+        regularizers = cfg["method_kwargs"].pop("regularizers")
+        cfg["derived"].pop("regularizers", None)
+        cfg["derived"].pop("protocols", None)  # names the regularizers in words
+        weights[arm] = {name: spec["scheduler"].get("weight") for name, spec in regularizers.items()}
+        assert cfg["knn_eval"]["k"] == 10 and cfg["devices"] == [0] and cfg["optimizer"]["batch_size"] == 256
+    first = configs["mae"]
+    for arm in PAIRED_ARMS[1:]:
+        assert configs[arm] == first, arm
+    on = {arm: {name for name, weight in w.items() if weight} for arm, w in weights.items()}
+    assert on == {
+        "mae": set(),
+        "magma": {"magma"},
+        "u-mae": {"uniformity"},
+        "mu-mae": {"magma", "uniformity"},
+    }
