@@ -1,8 +1,9 @@
 """Every test runs in some phase of .ci/run: README's command (``-m "not slow"``), the DALI phase
 (with the dali extra installed and SOLO_EXT_REQUIRE_DALI=1), the slow phase and the SLURM phase
-(after installing slurm-wlm and munge, SOLO_EXT_REQUIRE_SLURM=1), each slow test in exactly one. A test that needs an
-optional package says so with a marker a phase selects, never with ``importorskip`` (which skips
-it in every phase where the package is missing, so silently in all of them)."""
+(after installing slurm-wlm and munge, SOLO_EXT_REQUIRE_SLURM=1), each slow test in exactly one.
+A test that needs an optional package says so with a marker a phase selects, never with
+``importorskip`` (which skips it in every phase where the package is missing, so silently in all
+of them)."""
 
 import re
 from pathlib import Path

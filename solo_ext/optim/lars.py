@@ -15,7 +15,7 @@ without weight decay.
 Ours, not ``timm.optim.Lars``: timm's scales only groups with weight decay (unless
 ``always_adapt``), still decays a parameter whose weight or gradient norm is zero, and has no
 per-tensor exclusion of 1-D parameters; solo-learn's recipes rely on all three
-(tests/utils/test_lars.py shows the first).
+(tests/optim/test_lars.py shows the first).
 """
 
 from collections.abc import Callable

@@ -23,7 +23,7 @@ from solo_ext.utils.runfolder import epoch_checkpoints as checkpoints_in
 from tests.methods.test_linear_model import save_tiny_pretrained, tiny_linear_cfg
 from tests.methods.tiny import tiny_cfg
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def put_in_cache(cache: Path, repo_id: str, folder: Path) -> Path:

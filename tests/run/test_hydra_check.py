@@ -13,7 +13,7 @@ from solo_ext.config.pretrain import parse_cfg
 from solo_ext.run.hydra_check import split_argv
 from tests.methods.tiny import tiny_cfg
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def run(tmp_path, script, *argv):
