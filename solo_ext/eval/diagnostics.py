@@ -11,8 +11,6 @@ rank: a measure of effective dimensionality", EUSIPCO 2007).
 from __future__ import annotations
 
 import math
-import os
-import secrets
 import textwrap
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -22,6 +20,8 @@ import torch
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from torch import Tensor
+
+from solo_ext.utils.runfolder import publish, temporary_name
 
 TITLE_WIDTH_CHARS = 60
 
@@ -69,32 +69,21 @@ def effective_rank(features: Tensor) -> float:
     return effective_rank_of_spectrum(singular_values(features))
 
 
-def _new_file_beside(path: Path) -> Path:
-    """A new empty file of its own next to ``path``, created as any file is: mode 0o666 less the
-    umask (mkstemp's 0o600 would stay on the file once renamed onto ``path``)."""
-    while True:
-        tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
-        try:
-            os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
-            return tmp
-        except FileExistsError:  # another writer's: draw another name
-            continue
-
-
 @contextmanager
 def atomic_output(path: str | Path) -> Iterator[Path]:
-    """Yield a temporary path next to ``path``; on success move it onto ``path`` with os.replace.
+    """Yield a temporary path of its own next to ``path`` (the writer creates the file there); on
+    success it is fsynced, given the umask's mode and renamed onto ``path``
+    (:func:`solo_ext.utils.runfolder.publish`, the project's one atomic writer).
 
     A reader (wandb, a browser, another process) never sees a half-written file, and a failed
-    write leaves the previous file in place. The file gets the permissions a plain ``open`` would
-    give it (0o666 less the umask).
+    write leaves the previous file in place.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _new_file_beside(path)
+    tmp = temporary_name(path)
     try:
         yield tmp
-        os.replace(tmp, path)
+        publish(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)  # left only when the write or the move failed
 

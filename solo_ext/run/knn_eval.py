@@ -28,6 +28,7 @@ from solo_ext.data import (
     prepare_dataloader,
     prepare_transforms,
 )
+from solo_ext.eval.diagnostics import atomic_output
 from solo_ext.eval.knn import Distance, knn_accuracy, knn_predict
 from solo_ext.results import merge_results
 
@@ -146,12 +147,10 @@ def format_table(rows: Sequence[dict]) -> str:
 
 
 def write_csv(rows: Sequence[dict], path: Path) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", newline="") as f:
+    with atomic_output(path) as tmp, open(tmp, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=TABLE_COLUMNS)
         writer.writeheader()
         writer.writerows(rows)
-    os.replace(tmp, path)
 
 
 def run_knn(
