@@ -4,7 +4,7 @@ What it measures (each ``--repeats`` times, interleaved so that load from other 
 shared machine hits every variant alike; the best run is kept, since contention only adds time):
 
 1. images/s of the full Lightning training step (``Trainer.fit`` built by
-   :func:`solo_ext.run.pretrain.build_trainer`, ``limit_train_batches`` = warm-up + timed steps) for
+   :func:`solo_ext.run.common.build_trainer`, ``limit_train_batches`` = warm-up + timed steps) for
    ``MAE`` and ``MAERegularized`` with uniformity, TCR, MAGMA (block depth-2 -> last block) alone
    and all three on;
 2. the same MAE trained by a bare PyTorch loop (encoder + decoder + ``mae_loss_func`` + AdamW),

@@ -151,7 +151,7 @@ def _trainer(flags: Mapping[str, Any], plugins: list | None = None) -> Trainer:
 def resolve_trainer(flags: Mapping[str, Any], plugins: list | None = None) -> Resolved:
     """Lightning's world size and precision for ``flags`` (the :data:`RESOLVED_KEYS` of a
     validated config, precision in Lightning's canonical spelling). ``plugins``: Lightning
-    plugins the run's Trainer will get (:func:`solo_ext.run.pretrain.build_trainer`'s seam, e.g.
+    plugins the run's Trainer will get (:func:`solo_ext.run.common.build_trainer`'s seam, e.g.
     ``MixedPrecision("16-mixed", "cpu", scaler=...)`` to run fp16 with a real GradScaler on the
     CPU); its precision must then be the one ``flags`` name.
 

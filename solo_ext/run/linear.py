@@ -23,7 +23,7 @@ from solo_ext.data import (
 from solo_ext.data.dali import dali_classification_loader
 from solo_ext.data.loaders import classification_transforms, image_backend
 from solo_ext.methods.linear import LinearModel
-from solo_ext.run.pretrain import (
+from solo_ext.run.common import (
     CKPT_ENV,
     RUN_ID_ENV,
     build_trainer,

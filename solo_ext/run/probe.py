@@ -30,9 +30,9 @@ from solo_ext.data.augmentations import build_transform_pipeline
 from solo_ext.eval.diagnostics import atomic_output
 from solo_ext.eval.probe import ProbeOutcome, head_grid, probe
 from solo_ext.results import write_results
+from solo_ext.run.common import claim_run_folder, run_checkpointer
 from solo_ext.run.knn_eval import extract_features
 from solo_ext.run.linear import load_backbone, resolve_linear_run
-from solo_ext.run.pretrain import claim_run_folder, run_checkpointer
 
 HEAD_FILE = "probe_head.pt"
 

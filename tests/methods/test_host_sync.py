@@ -124,7 +124,7 @@ def fit_counting_syncs(tmp_path, monkeypatch, optimizer="adamw", precision="32-t
     monitor (which reads lrs, Python floats, at logging steps only)."""
     monkeypatch.chdir(tmp_path)
     counter = CountHostSyncs(monkeypatch, every=5)
-    monkeypatch.setattr("solo_ext.run.pretrain.LearningRateMonitor", lambda **kwargs: counter)
+    monkeypatch.setattr("solo_ext.run.common.LearningRateMonitor", lambda **kwargs: counter)
     if step_hook is not None:
         monkeypatch.setattr(pl.LightningModule, "on_before_backward", step_hook, raising=False)
     cfg = tiny_cfg(
