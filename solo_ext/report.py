@@ -116,7 +116,9 @@ def _load(run: Path) -> tuple[dict, dict] | None:
     from solo_ext.results import read_run_json  # (with Lightning, which the report needs not otherwise)
 
     args = read_run_json(run / "args.json", "run left out of the report")
-    results = None if args is None else read_run_json(run / "results.json", "run left out of the report")
+    if args is None:
+        return None
+    results = read_run_json(run / "results.json", "run left out of the report")
     return None if results is None else (args, results)
 
 
@@ -144,7 +146,8 @@ def load_runs(dirs: Sequence[Path], knn_row: str = "own") -> list[dict]:
     ``linear`` ({protocol: final metrics} of each offline linear evaluation of it),
     ``random_backbone`` ({protocol: the probe's random-backbone val_acc1}) and ``offline_knn``
     (the row of ``knn_row``: the run's own protocol, or the best); empty when there is none."""
-    runs, linear = {}, []
+    runs: dict[Path, dict[str, Any]] = {}
+    linear: list[tuple[dict, dict]] = []
     for folder in find_runs(dirs):
         loaded = _load(folder)
         if loaded is None:
@@ -199,7 +202,8 @@ def metric_columns(runs: Sequence[Mapping]) -> tuple[list[tuple], list[str]]:
     """The table's metrics (title, where, decimals) and the legend of the offline linear
     protocols (``L<i>: <protocol>``)."""
     protocols = sorted({p for run in runs for p in run["linear"]})
-    columns, legend = list(ONLINE_METRICS), []
+    columns: list[tuple[str, tuple[str, ...], int]] = list(ONLINE_METRICS)
+    legend: list[str] = []
     for i, protocol in enumerate(protocols, 1):
         columns.append((f"offline linear acc1 (L{i})", ("linear", protocol, "val_acc1"), 2))
         if any(protocol in run["random_backbone"] for run in runs):
@@ -221,11 +225,11 @@ def t_half_width(values: Sequence[float], confidence: float = 0.95) -> float | N
     return float(t.ppf((1 + confidence) / 2, n - 1)) * std / math.sqrt(n)
 
 
-def mean_ci(values: Sequence[float]) -> tuple[float, float | None, int]:
-    values = [v for v in values if v is not None and math.isfinite(v)]
-    if not values:
+def mean_ci(values: Sequence[float | None]) -> tuple[float, float | None, int]:
+    finite = [v for v in values if v is not None and math.isfinite(v)]
+    if not finite:
         return math.nan, None, 0
-    return sum(values) / len(values), t_half_width(values), len(values)
+    return sum(finite) / len(finite), t_half_width(finite), len(finite)
 
 
 def format_mean_ci(
@@ -239,7 +243,7 @@ def format_mean_ci(
 
 
 def metric_value(run: Mapping, where: Sequence[str]) -> float | None:
-    node = run
+    node: Any = run
     for key in where:
         if not isinstance(node, Mapping):
             return None
@@ -300,7 +304,7 @@ def short_key(key: str) -> str:
 def parse_baseline(text: str | None) -> tuple[str, str] | None:
     """``(KEY, VALUE)`` of ``--baseline KEY=VALUE``; None when ``text`` is None or not of that form."""
     match = None if text is None else KEY_VALUE.fullmatch(text)
-    return None if match is None else match.groups()
+    return None if match is None else (match[1], match[2])
 
 
 def matches(config: Mapping, key: str, value: str) -> bool:
@@ -337,11 +341,8 @@ def build_tables(groups: list[dict], varying: list[str], baseline: dict | None, 
             pairs = [(r, base_runs[r["seed"]]) for r in group["runs"] if r["seed"] in base_runs]
             cells = [_cell(group["config"].get(k)) for k in varying] + [str(len(pairs))]
             for _, where, decimals in metrics:
-                diffs = [
-                    metric_value(a, where) - metric_value(b, where)
-                    for a, b in pairs
-                    if metric_value(a, where) is not None and metric_value(b, where) is not None
-                ]
+                values = [(metric_value(a, where), metric_value(b, where)) for a, b in pairs]
+                diffs = [x - y for x, y in values if x is not None and y is not None]
                 cells.append(format_mean_ci(*mean_ci(diffs), decimals, total=len(pairs)))
             paired_rows.append(cells)
         paired = (paired_header, paired_rows)
@@ -472,6 +473,7 @@ def make_report(
     runs = [] if bad_arguments else load_runs(dirs, knn_row)
     groups, varying = group_runs(runs)
     base_groups = [g for g in groups if base is not None and matches(g["config"], *base)]
+    duplicate = duplicate_seeds(groups, varying)  # None without runs (no groups)
     problems = (
         (
             baseline is not None and base is None,
@@ -480,7 +482,7 @@ def make_report(
         (knn_row not in KNN_ROWS, f"--knn-row={knn_row!r}: must be one of {', '.join(KNN_ROWS)}"),
         (missing, f"{', '.join(missing)}: no such folder"),
         (not runs, f"{', '.join(map(str, dirs))}: no pretraining run with args.json and results.json"),
-        (runs and duplicate_seeds(groups, varying), duplicate_seeds(groups, varying)),
+        (duplicate, duplicate or ""),
         (
             base is not None and len(base_groups) != 1,
             f"--baseline={baseline}: matches {len(base_groups)} groups; it must name exactly one "
@@ -503,6 +505,7 @@ def make_report(
         *[f"- {line}" for line in legend],
     ]
     if paired is not None:
+        assert base is not None  # a paired table is built only for a baseline group
         text += ["", f"Paired difference to {base[0]}={base[1]} over shared seeds:", "", markdown(*paired)]
     report = "\n".join(text) + "\n"
     out.mkdir(parents=True, exist_ok=True)
@@ -521,7 +524,7 @@ def _csv(groups: list[dict], varying: list[str], raw: list, metrics: Sequence[tu
         columns += [f"{title} mean", f"{title} ci95", f"{title} n"]
     writer.writerow([*varying, "n", "seeds", *columns])
     for group, stats in zip(groups, raw):
-        cells = [_cell(group["config"].get(k)) for k in varying]
+        cells: list[str | int] = [_cell(group["config"].get(k)) for k in varying]
         cells += [len(group["runs"]), " ".join(str(r["seed"]) for r in group["runs"])]
         for mean, half, n in stats:
             cells += ["" if n == 0 else f"{mean:.6g}", "" if half is None else f"{half:.6g}", n]

@@ -98,7 +98,8 @@ def _follow_run(raw: dict, saved: Mapping) -> None:
                 NO_VALUE,
                 f"missing and {where} to read it from; set backbone.name and backbone.kwargs",
             )
-        kwargs = backbone.get("kwargs") if isinstance(backbone.get("kwargs"), dict) else {}
+        kwargs = backbone.get("kwargs")
+        kwargs = kwargs if isinstance(kwargs, dict) else {}
         raw["backbone"] = {
             "name": saved_backbone["name"],
             "kwargs": {**(saved_backbone.get("kwargs") or {}), **kwargs},

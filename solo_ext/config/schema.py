@@ -14,7 +14,7 @@ from __future__ import annotations
 import inspect
 import os
 from functools import cache
-from typing import Annotated, Any, ClassVar, Literal, get_args
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal, get_args
 
 import torch
 from lightning.pytorch.trainer.connectors.accelerator_connector import _PRECISION_INPUT_STR
@@ -40,10 +40,26 @@ def available_cpus() -> int:
 # data loader workers when a recipe sets none: solo-learn's 4, never more than the CPUs
 DEFAULT_WORKERS = min(4, available_cpus())
 
-PositiveInt = number_in(1, integer=True)
-NonNegativeInt = number_in(0, integer=True)
-Positive = number_in(0, low_open=True)
-NonNegative = number_in(0)
+if TYPE_CHECKING:  # the type checker sees the number; pydantic, below, its checked range
+    PositiveInt = int
+    NonNegativeInt = int
+    Positive = float
+    NonNegative = float
+    UnitInterval = float
+    BelowOne = float
+    OpenUnitInterval = float
+    SampleCount = int
+    ImageCount = int
+else:
+    PositiveInt = number_in(1, integer=True)
+    NonNegativeInt = number_in(0, integer=True)
+    Positive = number_in(0, low_open=True)
+    NonNegative = number_in(0)
+    UnitInterval = number_in(0, 1)
+    BelowOne = number_in(0, 1, high_open=True)
+    OpenUnitInterval = number_in(0, 1, low_open=True, high_open=True)
+    SampleCount = number_in(2, integer=True)
+    ImageCount = number_in(1, 64, integer=True)
 Name = Annotated[str, Field(min_length=1)]
 
 OPTIMIZERS = ("sgd", "lars", "adam", "adamw")
@@ -66,6 +82,28 @@ MODES = ("linear", "partial", "finetune", "probe")
 # what the offline probe's heads train on: the training images as they are, or through the
 # pretraining run's first augmentation pipeline (solo_ext.run.probe)
 PROBE_VIEWS = ("clean", "augmented")
+if TYPE_CHECKING:  # the type checker sees a name as a str; pydantic, below, the literal of its choices
+    DatasetName = str
+    DataFormat = str
+    BackboneName = str
+    OptimizerName = str
+    LRSchedulerName = str
+    KNNBank = str
+    Precision = str
+    Feature = str
+    Mode = str
+    ProbeViews = str
+else:
+    DatasetName = Literal[tuple(DATASETS)]
+    DataFormat = Literal[DATA_FORMATS]
+    BackboneName = Literal[tuple(BACKBONE_PRESETS)]
+    OptimizerName = Literal[OPTIMIZERS]
+    LRSchedulerName = Literal[LR_SCHEDULERS]
+    KNNBank = Literal[KNN_BANKS]
+    Precision = Literal[PRECISIONS]
+    Feature = Literal[FEATURES]
+    Mode = Literal[MODES]
+    ProbeViews = Literal[PROBE_VIEWS]
 # The Trainer kwargs we set ourselves.
 TRAINER_RESERVED = {"logger", "callbacks", "enable_checkpointing", "default_root_dir"}
 
@@ -90,10 +128,10 @@ def _absolute(path: str | None) -> str | None:
 
 # ----------------------------------------------------------------------------- sections
 class Data(Declared):
-    dataset: Literal[tuple(DATASETS)]
+    dataset: DatasetName
     train_path: str | None = None
     val_path: str | None = None
-    format: Literal[DATA_FORMATS] = "image_folder"
+    format: DataFormat = "image_folder"
     num_workers: NonNegativeInt = Field(
         DEFAULT_WORKERS, json_schema_extra={"default_text": "min(4, the CPUs this process may use)"}
     )
@@ -103,7 +141,7 @@ class Data(Declared):
 
     _normalise_paths = field_validator("train_path", "val_path")(_absolute)
 
-    rules: ClassVar = (
+    rules: ClassVar[tuple[Rule, ...]] = (
         Rule(
             "fraction",
             lambda d, _: _fraction_ok(d.fraction),
@@ -145,17 +183,17 @@ class BackboneKwargs(Declared):
     num_heads: PositiveInt | None = None
     mlp_ratio: Positive | None = None
     qkv_bias: bool | None = None
-    drop_path_rate: number_in(0, 1, high_open=True) | None = None
+    drop_path_rate: BelowOne | None = None
 
     def given(self) -> dict[str, Any]:
         return {k: v for k, v in self.model_dump().items() if v is not None}
 
 
 class Backbone(Declared):
-    name: Literal[tuple(BACKBONE_PRESETS)]
+    name: BackboneName
     kwargs: BackboneKwargs = BackboneKwargs()
 
-    rules: ClassVar = (
+    rules: ClassVar[tuple[Rule, ...]] = (
         Rule(
             "kwargs.patch_size",
             lambda b, _: b.arguments()["img_size"] % b.arguments()["patch_size"] == 0,
@@ -213,7 +251,7 @@ def refused_keyword(
         return None
     for key in [*given, *(k for k in kwargs if k not in given)]:
         if optimizer_refusal(name, lr, weight_decay, {n: v for n, v in kwargs.items() if n != key}) is None:
-            default = inspect.signature(OPTIMIZERS_BY_NAME[name].__init__).parameters.get(key)
+            default = inspect.signature(OPTIMIZERS_BY_NAME[name]).parameters.get(key)
             hint = "" if default is None else f" (its default: {default.default!r})"
             return FieldError(
                 f"kwargs.{key}", kwargs[key], f"the {name} optimizer refuses it: {refusal}{hint}"
@@ -222,7 +260,7 @@ def refused_keyword(
 
 
 class _OptimizerBase(Declared):
-    name: Literal[OPTIMIZERS]
+    name: OptimizerName
     batch_size: PositiveInt
     lr: Positive
     weight_decay: NonNegative = 0.0
@@ -251,18 +289,18 @@ class PretrainOptimizer(_OptimizerBase):
 
 class LinearOptimizer(_OptimizerBase):
     # layer-wise lr decay of fine-tuning (BEiT/MAE); 0 switches it off
-    layer_decay: number_in(0, 1) = 0.0
+    layer_decay: UnitInterval = 0.0
 
 
 class LRScheduler(Declared):
-    name: Literal[LR_SCHEDULERS] = "warmup_cosine"
+    name: LRSchedulerName = "warmup_cosine"
     warmup_epochs: NonNegative = 10
     warmup_start_lr: NonNegative = 3e-5
     min_lr: NonNegative = 0.0
     lr_decay_steps: list[PositiveInt] | None = None
     interval: Literal["step", "epoch"] = "step"
 
-    rules: ClassVar = (
+    rules: ClassVar[tuple[Rule, ...]] = (
         Rule(
             "lr_decay_steps",
             lambda sched, _: sched.name != "step" or bool(sched.lr_decay_steps),
@@ -277,7 +315,7 @@ class KNN(Declared):
     k: PositiveInt = 20
     T: Positive = 0.07
     distance_func: Literal["cosine", "euclidean"] = "euclidean"
-    bank: Literal[KNN_BANKS] = "batches"
+    bank: KNNBank = "batches"
     # bank: batches keeps at most this many rows per process, a uniform sample of the epoch's
     # training features (None: the whole epoch)
     max_bank: PositiveInt | None = None
@@ -316,15 +354,15 @@ class Probe(Declared):
     batchnorm: Annotated[list[bool], Field(min_length=1)] = [True, False]
     epochs: PositiveInt = 100
     batch_size: PositiveInt = 256
-    momentum: number_in(0, 1, high_open=True) = 0.9
-    holdout_fraction: number_in(0, 1, low_open=True, high_open=True) = 0.2
-    train_views: Literal[PROBE_VIEWS] = "clean"
+    momentum: BelowOne = 0.9
+    holdout_fraction: OpenUnitInterval = 0.2
+    train_views: ProbeViews = "clean"
     # with train_views: augmented, the number of augmented passes over the training set
     num_views: PositiveInt = 1
     # the same grid on a randomly initialised backbone of the same architecture, reported beside
     random_baseline: bool = True
 
-    rules: ClassVar = (
+    rules: ClassVar[tuple[Rule, ...]] = (
         Rule(
             "num_views",
             lambda p, _: p.train_views == "augmented" or p.num_views == 1,
@@ -335,7 +373,7 @@ class Probe(Declared):
 
 class LinearDiagnostics(Declared):
     enabled: bool = True
-    max_samples: number_in(2, integer=True) = 2048
+    max_samples: SampleCount = 2048
 
 
 class Diagnostics(LinearDiagnostics):
@@ -346,7 +384,7 @@ class Diagnostics(LinearDiagnostics):
 class Reconstructions(Declared):
     enabled: bool = True
     frequency: PositiveInt = 1
-    num_images: number_in(1, 64, integer=True) = 8
+    num_images: ImageCount = 8
 
 
 # ----------------------------------------------------------------------------- method kwargs
@@ -354,9 +392,9 @@ class MAEKwargs(Declared):
     decoder_embed_dim: PositiveInt = 512
     decoder_depth: PositiveInt = 8
     decoder_num_heads: PositiveInt = 16
-    mask_ratio: number_in(0, 1, high_open=True) = 0.75
+    mask_ratio: BelowOne = 0.75
     norm_pix_loss: bool = False
-    online_features: Literal[FEATURES] = "cls"
+    online_features: Feature = "cls"
     # Masks drawn from (seed, epoch, crop, sample index) instead of the RNG: the same sample gets
     # the same mask whatever the number of processes (used to prove DDP equivalence).
     index_masks: bool = False
@@ -369,7 +407,7 @@ class MAEKwargs(Declared):
     # (or a solo_ext.export folder); the encoder and, where present, the decoder, loaded strictly
     init_from: Name | None = None
 
-    rules: ClassVar = (
+    rules: ClassVar[tuple[Rule, ...]] = (
         Rule(
             "decoder_num_heads",
             lambda mk, _: mk.decoder_embed_dim % mk.decoder_num_heads == 0,
@@ -393,12 +431,15 @@ class MAEKwargs(Declared):
 
 
 # method_kwargs.regularizers: one optional block per registered regularizer
-Regularizers = create_model(
-    "Regularizers",
-    __base__=Declared,
-    **{name: (cls.Spec | None, None) for name, cls in REGULARIZERS.items()},
-)
-Regularizers.where = "method_kwargs.regularizers"
+if TYPE_CHECKING:  # the type checker sees a declared section; pydantic, below, its field per regularizer
+    Regularizers = Declared
+else:
+    Regularizers = create_model(
+        "Regularizers",
+        __base__=Declared,
+        **{name: (cls.Spec | None, None) for name, cls in REGULARIZERS.items()},
+    )
+    Regularizers.where = "method_kwargs.regularizers"
 
 
 class MAERegKwargs(MAEKwargs):
@@ -418,6 +459,10 @@ class MAERegKwargs(MAEKwargs):
 
 # method name -> its kwargs model (the methods themselves live in solo_ext.methods)
 METHOD_KWARGS: dict[str, type[MAEKwargs]] = {"mae": MAEKwargs, "mae-reg": MAERegKwargs, "u-mae": MAERegKwargs}
+if TYPE_CHECKING:  # the type checker sees a name as a str; pydantic, below, the literal of its choices
+    MethodName = str
+else:
+    MethodName = Literal[tuple(METHOD_KWARGS)]
 
 
 # ----------------------------------------------------------------------------- top level
@@ -446,7 +491,7 @@ class _Run(Declared):
     num_nodes: PositiveInt = 1
     accelerator: str = "auto"
     strategy: Any = "auto"
-    precision: Literal[PRECISIONS] = "32-true"
+    precision: Precision = "32-true"
     accumulate_grad_batches: PositiveInt = 1
     knn_eval: KNN = KNN()
     checkpoint: Checkpoint = Checkpoint()
@@ -458,7 +503,7 @@ class _Run(Declared):
     def accepted_keys(cls) -> set[str]:
         return super().accepted_keys() | trainer_keys()
 
-    rules: ClassVar = (
+    rules: ClassVar[tuple[Rule, ...]] = (
         Rule(
             "resume_from_checkpoint",
             lambda run, _: run.resume_from_checkpoint is None or os.path.isfile(run.resume_from_checkpoint),
@@ -470,7 +515,7 @@ class _Run(Declared):
 
 
 class PretrainConfig(_Run):
-    method: Literal[tuple(METHOD_KWARGS)]
+    method: MethodName
     backbone: Backbone
     # checked against METHOD_KWARGS[method] once the backbone is known
     method_kwargs: dict[str, Any] = {}
@@ -482,12 +527,14 @@ class PretrainConfig(_Run):
     # torch.compile the encoder's forward and the decoder (checkpoint keys unchanged)
     compile: bool = False
 
-    rules: ClassVar = _Run.rules + (
+    rules: ClassVar[tuple[Rule, ...]] = _Run.rules + (
         Rule(
-            lambda c, _: "augmentations[{}].{}.{}".format(*_dali_gap(c)[:3]),
+            lambda c, _: "augmentations[{}].{}.{}".format(*_found_gap(c)[:3]),
             lambda c, _: _dali_gap(c) is None,
-            lambda c, _: f"{_dali_gap(c)[3]}; switch {_dali_gap(c)[1]} off or use data.format=image_folder",
-            lambda c, _: getattr(getattr(c.augmentations[_dali_gap(c)[0]], _dali_gap(c)[1]), _dali_gap(c)[2]),
+            lambda c, _: f"{_found_gap(c)[3]}; switch {_found_gap(c)[1]} off or use data.format=image_folder",
+            lambda c, _: getattr(
+                getattr(c.augmentations[_found_gap(c)[0]], _found_gap(c)[1]), _found_gap(c)[2]
+            ),
         ),
         Rule(
             "backbone.kwargs.img_size",
@@ -510,6 +557,13 @@ def _dali_gap(c: PretrainConfig) -> tuple[int, str, str, str] | None:
     return None
 
 
+def _found_gap(c: PretrainConfig) -> tuple[int, str, str, str]:
+    """_dali_gap where its rule has failed, so there is one."""
+    gap = _dali_gap(c)
+    assert gap is not None
+    return gap
+
+
 def _largest_crop(c: PretrainConfig) -> int:
     return max(crop_size_of(aug.crop_size, c.data.dataset) for aug in c.augmentations)
 
@@ -527,19 +581,24 @@ def _mixing(c: LinearConfig) -> bool:
     return c.mixup > 0 or c.cutmix > 0
 
 
+def _unread_by_probe(key: str, default: Any, why: str) -> Rule:
+    """The rule that ``key`` keeps its default under mode=probe, which does not read it."""
+    return Rule(key, lambda c, _: _mode(c) != "probe" or getattr(c, key) == default, why)
+
+
 class LinearConfig(_Run):
     method: str = "linear"  # the run folder's name; the rule below says where a pretraining method goes
     pretrained_feature_extractor: Name | None = None
     allow_random_backbone: bool = False
     pretrain_method: str | None = None
     backbone: Backbone
-    mode: Literal[MODES] | None = None
+    mode: Mode | None = None
     partial_blocks: int | float | None = None
     # None: the pretraining run's own (its online probe's features, from args.json), else cls
-    features: Literal[FEATURES] | None = None
+    features: Feature | None = None
     batchnorm_head: bool = False
     finetune: bool = False
-    label_smoothing: number_in(0, 1, high_open=True) = 0.0
+    label_smoothing: BelowOne = 0.0
     mixup: NonNegative = 0.0
     cutmix: NonNegative = 0.0
     auto_augment: bool = False
@@ -549,18 +608,14 @@ class LinearConfig(_Run):
     probe: Probe = Probe()
     diagnostics: LinearDiagnostics = LinearDiagnostics()
 
-    rules: ClassVar = _Run.rules + (
+    rules: ClassVar[tuple[Rule, ...]] = _Run.rules + (
         Rule(
             "optimizer",
             lambda c, _: _mode(c) == "probe" or c.optimizer is not None,
             lambda c, _: f"missing; mode={_mode(c)} trains with it (name, batch_size, lr, weight_decay, ...)",
         ),
         *(
-            Rule(
-                key,
-                lambda c, _, key=key, default=default: _mode(c) != "probe" or getattr(c, key) == default,
-                why,
-            )
+            _unread_by_probe(key, default, why)
             for key, default, why in (
                 (
                     "optimizer",
@@ -649,14 +704,16 @@ class OfflineKNN(Declared):
     k: Annotated[list[PositiveInt], Field(min_length=1)]
     temperature: Annotated[list[Positive], Field(min_length=1)]
     distance_function: Annotated[list[Literal["cosine", "euclidean"]], Field(min_length=1)]
-    feature_type: Annotated[list[Literal[FEATURES]], Field(min_length=1)]
+    feature_type: Annotated[list[Feature], Field(min_length=1)]
     batch_size: PositiveInt
     num_workers: NonNegativeInt
-    dataset: Literal[tuple(DATASETS)]
-    data_format: Literal[DATA_FORMATS]
+    dataset: DatasetName
+    data_format: DataFormat
     data_fraction: float
 
-    rules: ClassVar = (Rule("data_fraction", lambda k, _: _fraction_ok(k.data_fraction), _FRACTIONS),)
+    rules: ClassVar[tuple[Rule, ...]] = (
+        Rule("data_fraction", lambda k, _: _fraction_ok(k.data_fraction), _FRACTIONS),
+    )
 
     @classmethod
     def flags(cls) -> dict[str, str]:
@@ -669,6 +726,10 @@ LINEAR_RANGES = ("uniform", "q_uniform", "int_uniform")
 LOG_VALUE_RANGES = ("log_uniform_values", "q_log_uniform_values")
 LOG_EXPONENT_RANGES = ("log_uniform", "q_log_uniform")
 Number = Annotated[float, Field(allow_inf_nan=False)] | int
+if TYPE_CHECKING:  # the type checker sees a name as a str; pydantic, below, the literal of its choices
+    Distribution = str
+else:
+    Distribution = Literal[LINEAR_RANGES + LOG_VALUE_RANGES + LOG_EXPONENT_RANGES]
 
 
 class SweepParameter(Declared):
@@ -683,7 +744,7 @@ class SweepParameter(Declared):
     values: Annotated[list[Any], Field(min_length=1)] | None = None
     min: Number | None = None
     max: Number | None = None
-    distribution: Literal[LINEAR_RANGES + LOG_VALUE_RANGES + LOG_EXPONENT_RANGES] | None = None
+    distribution: Distribution | None = None
     parameters: dict[str, Any] | None = None
 
     def is_range(self) -> bool:
@@ -695,7 +756,7 @@ class SweepParameter(Declared):
     def range_distribution(self) -> str:
         return self.distribution or ("int_uniform" if self.integer_range() else "uniform")
 
-    rules: ClassVar = (
+    rules: ClassVar[tuple[Rule, ...]] = (
         Rule(
             "parameters",
             lambda p, _: p.parameters is None,
@@ -732,7 +793,7 @@ class SweepFile(Declared):
     parameters: Annotated[dict[str, SweepParameter], Field(min_length=1)]
     command: list[Any]
 
-    rules: ClassVar = (
+    rules: ClassVar[tuple[Rule, ...]] = (
         Rule(
             "command",
             lambda f, _: "${args_no_hyphens}" in f.command,

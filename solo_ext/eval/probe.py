@@ -18,6 +18,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
+from typing import TypedDict
 
 import torch
 import torch.nn.functional as F
@@ -220,6 +221,15 @@ class ProbeOutcome:
         return [{**asdict(s), "holdout_acc1": a} for s, a in zip(self.settings, self.holdout_acc1)]
 
 
+class TrainOptions(TypedDict):
+    """The keyword arguments of :func:`train_heads` that :func:`probe` passes through."""
+
+    epochs: int
+    batch_size: int
+    momentum: float
+    seed: int
+
+
 def probe(
     train: tuple[Tensor, Tensor],
     val: tuple[Tensor, Tensor],
@@ -250,7 +260,7 @@ def probe(
     """
     features, targets = train
     fit_idx, held_idx = holdout_split(targets, holdout_fraction, seed)
-    options = {"epochs": epochs, "batch_size": batch_size, "momentum": momentum, "seed": seed}
+    options: TrainOptions = {"epochs": epochs, "batch_size": batch_size, "momentum": momentum, "seed": seed}
 
     def fit_set(idx: Tensor) -> tuple[Tensor, Tensor]:
         if train_views is None:

@@ -23,6 +23,9 @@ whose targets are not single labels), ``val_loss``, ``val_acc1``, ``val_acc5``, 
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any, cast
+
 import torch
 import torch.nn.functional as F
 from omegaconf import DictConfig, OmegaConf
@@ -53,17 +56,19 @@ def trainable_modules(backbone: MaskedViT, mode: str, partial_blocks: float | No
     """
     # the mode is a literal and partial_blocks 0.5 or in [1, depth], declared by the linear config
     # (LinearConfig); an unknown mode is a KeyError naming it
-    last = backbone.blocks[-1]
-    return {
+    last: Any = backbone.blocks[-1]  # a timm Block
+    parts: dict[str, Callable[[], list[nn.Module]]] = {
         "linear": lambda: [],
         "finetune": lambda: [backbone],
         # timm Block: x + drop_path1(ls1(attn(norm1(x)))), then x + drop_path2(ls2(mlp(norm2(x))))
         "partial": lambda: (
             [last.norm2, last.mlp, last.ls2, last.drop_path2, backbone.norm]
             if partial_blocks == 0.5
-            else [*backbone.blocks[-partial_blocks:], backbone.norm]
+            # otherwise an integer in [1, depth] (LinearConfig)
+            else [*backbone.blocks[-cast(int, partial_blocks) :], backbone.norm]
         ),
-    }[mode]()
+    }
+    return parts[mode]()
 
 
 def vit_layer_id(name: str, depth: int) -> int:
@@ -93,6 +98,10 @@ class LinearModel(GuardedModule):
         cfg: a config from :func:`solo_ext.config.linear.parse_cfg`.
     """
 
+    # the dataset's normalisation statistics (registered in __init__)
+    image_mean: torch.Tensor
+    image_std: torch.Tensor
+
     def __init__(self, backbone: MaskedViT, cfg: DictConfig):
         super().__init__()
         self.cfg = cfg
@@ -116,6 +125,7 @@ class LinearModel(GuardedModule):
         )
 
         self.mixup = None
+        self.loss_func: nn.Module
         if cfg.mixup > 0 or cfg.cutmix > 0:
             self.mixup = Mixup(
                 mixup_alpha=cfg.mixup,
@@ -204,7 +214,8 @@ class LinearModel(GuardedModule):
                 self.online.bank_clean(feats, targets)
             return
         logits = self.classifier(feats)
-        self.online.probe(F.cross_entropy(logits, targets), *accuracy_at_k(logits, targets), targets.size(0))
+        acc1, acc5 = accuracy_at_k(logits, targets)
+        self.online.probe(F.cross_entropy(logits, targets), acc1, acc5, targets.size(0))
         if not self.trainer.sanity_checking:
             self.online.val_features(feats, targets, self.trainer.world_size)
 

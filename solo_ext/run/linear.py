@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
+from typing import Any, cast
 
 import lightning.pytorch as pl
 from omegaconf import DictConfig, OmegaConf
@@ -52,7 +53,8 @@ def load_backbone(cfg: DictConfig) -> MaskedViT:
         CheckpointError: unreadable checkpoint, or one that does not fit the backbone (missing,
             unexpected or mismatched keys listed).
     """
-    backbone = build_backbone(cfg.backbone.name, OmegaConf.to_container(cfg.backbone.kwargs))
+    kwargs = cast(dict[str, Any], OmegaConf.to_container(cfg.backbone.kwargs))
+    backbone = build_backbone(cfg.backbone.name, kwargs)
     if cfg.pretrained_feature_extractor is None:
         print(
             "WARNING: pretrained_feature_extractor=None with allow_random_backbone=True: evaluating a "

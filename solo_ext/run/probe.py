@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import Any, cast
 
 import torch
 from omegaconf import DictConfig, OmegaConf
@@ -174,7 +175,8 @@ def run_probe(cfg: DictConfig) -> dict:
     baseline = None
     if cfg.probe.random_baseline and cfg.pretrained_feature_extractor is not None:
         torch.manual_seed(cfg.seed)
-        random_backbone = build_backbone(cfg.backbone.name, OmegaConf.to_container(cfg.backbone.kwargs))
+        kwargs = cast(dict[str, Any], OmegaConf.to_container(cfg.backbone.kwargs))
+        random_backbone = build_backbone(cfg.backbone.name, kwargs)
         baseline = probe_backbone(cfg, random_backbone, augmentation, device)
 
     run_id, _ = resolve_linear_run(cfg)  # a probe has no state to resume: it runs whole each time
