@@ -90,7 +90,7 @@ def run_of_identity(cfg: DictConfig, identity: str, named: bool, keys=SHOULD_MAT
 def resolve_run(cfg: DictConfig, keys=SHOULD_MATCH) -> tuple[str, str | None]:
     """(run id, checkpoint to resume or None), by one rule: from the parent process (Lightning's
     launcher); an explicit ``resume_from_checkpoint``; under a wandb agent, the agent's run id;
-    the job's identity (``run_name``, else the SLURM job, else a torchrun rendezvous: see
+    the job's identity (``run_name``, else else the SLURM job: see
     :func:`solo_ext.utils.runfolder.job_identity`); auto-resume by config and data; else a new id.
     ``keys``: what must agree for a run to be continued."""
     if os.environ.get(RUN_ID_ENV):

@@ -15,8 +15,8 @@ checkpoints is the one to resume, who may train in it, and which job it belongs 
   incarnation of the same SLURM job, or its heartbeat is older than :data:`STALE_S`, e.g. on
   another node over a network file system) is taken over.
 - **The job's identity**: ``run_name`` when the user sets it, else the SLURM job (array job and
-  task) on its cluster, else a torchrun rendezvous; the run id of an identity is a fixed function
-  of it, so a requeued job, and every rank of a multi-process launch, finds the same folder.
+  task) on its cluster; the run id of an identity is a fixed function of it, so a requeued job,
+  and every task of an ``srun``, finds the same folder.
 """
 
 from __future__ import annotations
@@ -175,7 +175,7 @@ def new_run_id(parent: Path) -> str:
 
 def job_identity(run_name: str | None, environ: dict | None = None) -> str | None:
     """Who this job is, across requeues and ranks: ``run_name``; else the SLURM job (array job and
-    task, with the cluster's name); else a torchrun rendezvous; None for a plain local run."""
+    task, with the cluster's name); None for a local or torchrun launch (found by auto-resume)."""
     env = os.environ if environ is None else environ
     if run_name:
         return f"name:{run_name}"
@@ -183,10 +183,8 @@ def job_identity(run_name: str | None, environ: dict | None = None) -> str | Non
     if job:
         task = env.get("SLURM_ARRAY_TASK_ID", "")
         return f"slurm:{env.get('SLURM_CLUSTER_NAME', '')}:{job}:{task}"
-    rdzv = env.get("TORCHELASTIC_RUN_ID")
-    if rdzv and int(env.get("WORLD_SIZE", "1")) > 1:
-        where = f"{env.get('MASTER_ADDR', '')}:{env.get('MASTER_PORT', '')}"
-        return f"torchrun:{rdzv}:{where}"
+    # torchrun gives no identity that outlives its launch (its rendezvous id defaults to "none" and
+    # the port changes): its processes find their run by auto-resume, like a local run
     return None
 
 

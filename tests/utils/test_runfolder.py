@@ -167,8 +167,9 @@ def test_job_identity_and_its_run_id():
     assert job_identity(None, slurm) == "slurm:c:41:"
     array = {"SLURM_JOB_ID": "43", "SLURM_ARRAY_JOB_ID": "40", "SLURM_ARRAY_TASK_ID": "3"}
     assert job_identity(None, array) == "slurm::40:3"
+    # torchrun's rendezvous does not outlive its launch: no identity (auto-resume finds the run)
     torchrun = {"TORCHELASTIC_RUN_ID": "r1", "WORLD_SIZE": "2", "MASTER_ADDR": "h", "MASTER_PORT": "9"}
-    assert job_identity(None, torchrun) == "torchrun:r1:h:9"
+    assert job_identity(None, torchrun) is None
     assert job_identity(None, {}) is None
     ids = {run_id_of(x) for x in ("name:a", "name:b", "slurm:c:41:")}
     assert len(ids) == 3 and all(len(i) == 8 and i.isalnum() and i.islower() or i.isdigit() for i in ids)
@@ -187,11 +188,10 @@ def test_job_identity_reads_the_environment(monkeypatch):
     assert job_identity(None) is None
     monkeypatch.setenv("SLURM_JOB_ID", "88")
     assert job_identity(None).startswith("slurm:") and job_identity(None).endswith(":88:")
-    # torchrun: only with a rendezvous id and more than one process
-    assert job_identity(None, {"TORCHELASTIC_RUN_ID": "r", "WORLD_SIZE": "1"}) is None
-    assert job_identity(None, {"TORCHELASTIC_RUN_ID": "r"}) is None
-    assert job_identity(None, {"WORLD_SIZE": "2"}) is None
-    assert job_identity(None, {"TORCHELASTIC_RUN_ID": "r", "WORLD_SIZE": "2"}) == "torchrun:r::"
+    monkeypatch.setenv("SLURM_ARRAY_JOB_ID", "80")
+    monkeypatch.setenv("SLURM_ARRAY_TASK_ID", "2")
+    assert job_identity(None).endswith(":80:2")
+    assert job_identity("mine") == "name:mine"  # run_name first
 
 
 def test_states_are_ordered_by_when_they_were_written(tmp_path):
