@@ -71,6 +71,11 @@ BAD = [
     ),
     ("augmentations", [{"crop_size": 32, "horizontal_flip": {"prob": 2.0}}], "horizontal_flip.prob=2.0"),
     ("data.train_path", "/no/such/folder", "/no/such/folder"),
+    # this stop's keys: a job's name, mid-epoch states, the kNN bank's cap
+    ("run_name", "", "run_name=''"),
+    ("checkpoint", {"enabled": True, "every_n_steps": 0}, "checkpoint.every_n_steps=0"),
+    ("checkpoint", {"enabled": True, "every_n_minutes": -1}, "checkpoint.every_n_minutes=-1"),
+    ("knn_eval", {"enabled": True, "max_bank": 0}, "knn_eval.max_bank=0"),
     # the real optimizer judges its keywords, at construction or at its first step
     ("optimizer.kwargs", {"betas": [0.9]}, "optimizer.kwargs.betas=[0.9]: the adamw optimizer refuses it"),
     ("optimizer.kwargs", {"betaz": 0.9}, "optimizer.kwargs.betaz=0.9: the adamw optimizer refuses it"),
