@@ -7,11 +7,9 @@ method shares lives here.
 
 from __future__ import annotations
 
-import random
 from abc import ABCMeta, abstractmethod
 from typing import Any, cast
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from omegaconf import DictConfig, OmegaConf
@@ -24,18 +22,11 @@ from solo_ext.eval.online import OnlineEvaluation
 from solo_ext.methods.guarded import GuardedModule
 from solo_ext.optim.factory import build_optimizer, build_param_groups, lightning_lr_schedule
 from solo_ext.utils.nonfinite import NonFiniteGuard
-from solo_ext.utils.seeds import epoch_seed
+from solo_ext.utils.seeds import epoch_seed, seed_epoch
 
 # Validation dataloader indices: 0 is the labelled val set, 1 (when kNN is on) the training set
 # seen through the val transform, whose clean features form the kNN bank.
 VAL_SET, KNN_TRAIN_SET = 0, 1
-
-
-def seed_epoch(seed: int, epoch: int, rank: int) -> None:
-    mixed = epoch_seed(seed, epoch, rank)
-    random.seed(mixed)
-    np.random.seed(mixed % 2**32)
-    torch.manual_seed(mixed)
 
 
 def accuracy_at_k(logits: torch.Tensor, targets: torch.Tensor, top_k=(1, 5)) -> list[torch.Tensor]:

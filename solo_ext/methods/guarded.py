@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 from solo_ext.utils.nonfinite import NonFiniteGuard
-from solo_ext.utils.seeds import epoch_seed
+from solo_ext.utils.seeds import seed_epoch
 
 CHECKPOINT_KEY = "solo_ext_guard"
 RNG_KEY = "solo_ext_rng"
@@ -146,10 +146,7 @@ class GuardedModule(pl.LightningModule):
         if self.global_rank == 0:
             set_rng_state(state)
         else:
-            step_seed = epoch_seed(seed, self.current_epoch * 1_000_003 + self.global_step, self.global_rank)
-            torch.manual_seed(step_seed)
-            np.random.seed(step_seed % 2**32)
-            random.seed(step_seed)
+            seed_epoch(seed, self.current_epoch * 1_000_003 + self.global_step, self.global_rank)
             gaps.append("ranks above 0 draw new random streams")
         if self.trainer.world_size == 1 and getattr(loader, "num_workers", 0) > 0:
             gaps.append("data workers draw new augmentation streams")
