@@ -15,7 +15,10 @@ spelled out under the table): a probe of the frozen features and MAE's augmented
 the same checkpoint are different measurements. The offline probe's random-backbone baseline
 (``mode: probe``) gets a column beside it. The offline kNN column is the row of the run's own
 protocol (its features, k, T and distance, as ``main_knn.py`` runs by default), not the best row
-of a k/T grid, which would be chosen on val; ``--knn-row best`` asks for that one instead.
+of a k/T grid, which would be chosen on val; ``--knn-row best`` asks for that one instead. Where
+``main_knn.py`` measured more than one feature kind (``--feature_type cls mean``), the kNN column
+becomes one per kind, each with the run's own k, T and distance; a probe's effective rank of the
+val features it scored gets a column beside its accuracy.
 
 Per metric the table shows the mean over the group's seeds ± the half-width of the 95%
 Student-t confidence interval (n = 1: the value alone); where some runs of a group have no finite
@@ -26,7 +29,8 @@ difference to the baseline group over the seeds both have.
 
 Writes ``report.md``, ``report.csv``, ``curves.png`` (per-epoch mean of each group, band: min to
 max over seeds) and ``spectra.png`` (each group's final singular-value spectrum, normalised,
-mean over seeds) to ``--out`` (default: the first DIR), each atomically.
+mean over seeds) to ``--out`` (default: the first DIR), each atomically; with offline probes that
+recorded their curve, also ``probe_curves.png`` (the chosen setting's held-out acc1 by probe epoch).
 """
 
 from __future__ import annotations
@@ -122,11 +126,17 @@ def _load(run: Path) -> tuple[dict, dict] | None:
     return None if results is None else (args, results)
 
 
-def own_knn_row(args: Mapping, rows: Sequence[Mapping]) -> Mapping | None:
+def own_features(args: Mapping) -> str:
+    """The feature kind a run evaluates with (its online probe's and kNN's)."""
+    return (args.get("method_kwargs") or {}).get("online_features") or "cls"
+
+
+def own_knn_row(args: Mapping, rows: Sequence[Mapping], features: str | None = None) -> Mapping | None:
     """The row of main_knn.py's table measured with the run's own protocol (features, distance,
-    k and, for the cosine vote, T); None when the table has no such row."""
+    k and, for the cosine vote, T), or with ``features`` instead of the run's own feature kind
+    and the rest of its protocol; None when the table has no such row."""
     knn = {**KNN_DEFAULTS, **(args.get("knn_eval") or {})}
-    features = (args.get("method_kwargs") or {}).get("online_features") or "cls"
+    features = features or own_features(args)
     for row in rows:
         same_t = knn["distance_func"] != "cosine" or math.isclose(
             float(row.get("T", math.nan)), float(knn["T"])
@@ -158,9 +168,16 @@ def load_runs(dirs: Sequence[Path], knn_row: str = "own") -> list[dict]:
             continue
         config = {k: v for k, v in flatten(args).items() if k.split(".")[0] not in NOT_CONFIG}
         table = results.get("offline_knn") or {}
-        offline_knn = (
-            table.get("best") if knn_row == "best" else own_knn_row(args, table.get("rows") or [])
-        ) or {}
+        rows = table.get("rows") or []
+        offline_knn = (table.get("best") if knn_row == "best" else own_knn_row(args, rows)) or {}
+        # the run's own k, T and distance on each feature kind the table has (a run measured on
+        # cls and mean features is compared on both)
+        by_features = {}
+        if knn_row == "own":
+            for kind in sorted({str(row.get("feature_type")) for row in rows}):
+                row = own_knn_row(args, rows, kind)
+                if row is not None and "acc1" in row:
+                    by_features[kind] = row["acc1"]
         runs[folder.resolve()] = {
             "dir": folder,
             "args": args,
@@ -171,7 +188,11 @@ def load_runs(dirs: Sequence[Path], knn_row: str = "own") -> list[dict]:
             "spectrum": results.get("spectrum"),
             "linear": {},
             "random_backbone": {},
-            "offline_knn": {"acc1": offline_knn["acc1"]} if "acc1" in offline_knn else {},
+            "probe_curve": {},
+            "offline_knn": {
+                **({"acc1": offline_knn["acc1"]} if "acc1" in offline_knn else {}),
+                **{f"acc1_{kind}": acc for kind, acc in by_features.items()},
+            },
         }
     for args, results in linear:
         source = args.get("pretrained_feature_extractor")
@@ -189,6 +210,9 @@ def load_runs(dirs: Sequence[Path], knn_row: str = "own") -> list[dict]:
         baseline = results.get("random_backbone") or {}
         if "val_acc1" in baseline:
             run["random_backbone"][protocol] = baseline["val_acc1"]
+        curve = (results.get("probe") or {}).get("curve")
+        if curve:
+            run["probe_curve"][protocol] = [(p["epoch"], p["holdout_acc1"]) for p in curve]
     return list(runs.values())
 
 
@@ -201,15 +225,31 @@ def linear_protocol(args: Mapping, results: Mapping) -> str:
 def metric_columns(runs: Sequence[Mapping]) -> tuple[list[tuple], list[str]]:
     """The table's metrics (title, where, decimals) and the legend of the offline linear
     protocols (``L<i>: <protocol>``)."""
-    protocols = sorted({p for run in runs for p in run["linear"]})
+    protocols = linear_protocols(runs)
     columns: list[tuple[str, tuple[str, ...], int]] = list(ONLINE_METRICS)
     legend: list[str] = []
     for i, protocol in enumerate(protocols, 1):
         columns.append((f"offline linear acc1 (L{i})", ("linear", protocol, "val_acc1"), 2))
         if any(protocol in run["random_backbone"] for run in runs):
             columns.append((f"random-backbone acc1 (L{i})", ("random_backbone", protocol), 2))
+        if any("val_effective_rank" in run["linear"].get(protocol, {}) for run in runs):
+            columns.append(
+                (f"probed features' effective rank (L{i})", ("linear", protocol, "val_effective_rank"), 2)
+            )
         legend.append(f"L{i}: {protocol}")
-    return columns + list(LATER_METRICS), legend
+    later = list(LATER_METRICS)
+    kinds = sorted({k[len("acc1_") :] for run in runs for k in run["offline_knn"] if k.startswith("acc1_")})
+    if len(kinds) > 1:  # one offline kNN column per feature kind instead of the run's own kind alone
+        at = next(i for i, c in enumerate(later) if c[1] == ("offline_knn", "acc1"))
+        later[at : at + 1] = [
+            (f"offline kNN acc1 ({kind})", ("offline_knn", f"acc1_{kind}"), 2) for kind in kinds
+        ]
+    return columns + later, legend
+
+
+def linear_protocols(runs: Sequence[Mapping]) -> list[str]:
+    """The offline linear protocols found, in the order their L<i> columns are numbered."""
+    return sorted({p for run in runs for p in run["linear"]})
 
 
 # ----------------------------------------------------------------------------- statistics
@@ -441,6 +481,47 @@ def plot_spectra(groups: list[dict], varying: list[str], path: Path) -> None:
     plt.close(fig)
 
 
+def plot_probe_curves(groups: list[dict], varying: list[str], protocols: list[str], path: Path) -> None:
+    """The offline probe's curve: the chosen setting's held-out acc1 by probe epoch, mean over each
+    group's seeds, one panel per protocol (L<i>) that has curves."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels = [
+        (i, p)
+        for i, p in enumerate(protocols, 1)
+        if any(p in r["probe_curve"] for g in groups for r in g["runs"])
+    ]
+    fig, axes = plt.subplots(1, len(panels), figsize=(6 * len(panels), 4.5), squeeze=False)
+    for ax, (i, protocol) in zip(axes[0], panels):
+        for group, colour in zip(groups, _colours(len(groups))):
+            by_epoch: dict[int, list[float]] = {}
+            for run in group["runs"]:
+                for epoch, acc in run["probe_curve"].get(protocol, []):
+                    by_epoch.setdefault(epoch, []).append(acc)
+            if by_epoch:
+                xs = sorted(by_epoch)
+                ax.semilogx(
+                    xs,
+                    [sum(by_epoch[x]) / len(by_epoch[x]) for x in xs],
+                    marker="o",
+                    ms=3,
+                    label=_group_label(group, varying),
+                    color=colour,
+                )
+        ax.set_title(f"L{i}", fontsize=9)
+        ax.set_xlabel("probe epochs")
+        ax.set_ylabel("held-out acc1 of the chosen setting")
+        ax.grid(alpha=0.3)
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=min(3, max(1, len(labels))), fontsize=8)
+    fig.tight_layout(rect=(0, 0.06 + 0.03 * math.ceil(len(labels) / 3), 1, 1))
+    _save_figure(fig, path)
+    plt.close(fig)
+
+
 def _save_figure(fig, path: Path) -> None:
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=110)
@@ -495,6 +576,8 @@ def make_report(
     metrics, legend = metric_columns(runs)
     (header, rows, raw), paired = build_tables(groups, varying, base_groups[0] if base else None, metrics)
     knn = "the run's own protocol" if knn_row == "own" else "the best row of its k/T table (chosen on val)"
+    if any(title.startswith("offline kNN acc1 (") for title, _, _ in metrics):
+        knn += "; one column per feature kind measured, each with the run's own k, T and distance"
     text = [
         f"{len(runs)} runs in {len(groups)} groups; mean ± 95% CI half-width (Student t) over seeds of "
         "each run's final values; (n=K): only K runs of the group have a finite value",
@@ -513,6 +596,8 @@ def make_report(
     _write_atomic(out / "report.csv", _csv(groups, varying, raw, metrics).encode())
     plot_curves(groups, varying, out / "curves.png")
     plot_spectra(groups, varying, out / "spectra.png")
+    if any(run["probe_curve"] for run in runs):
+        plot_probe_curves(groups, varying, linear_protocols(runs), out / "probe_curves.png")
     return report
 
 

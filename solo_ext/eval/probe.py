@@ -16,7 +16,7 @@ running averages a BatchNorm layer would estimate are not needed.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from typing import TypedDict
 
@@ -141,6 +141,7 @@ def train_heads(
     batch_size: int,
     momentum: float,
     seed: int,
+    after_epoch: Callable[[int, HeadGrid], None] | None = None,
 ) -> HeadGrid:
     """Train one head per setting with SGD (momentum, cosine-decayed lr, no warm-up) on the
     cross-entropy of shuffled mini-batches of ``features`` (N, D) and ``targets`` (N,).
@@ -148,7 +149,8 @@ def train_heads(
     The heads start at zero (the problem is convex, so no initialisation is favoured) and share
     the mini-batches; the summed loss gives each head the gradient of its own loss, to which its
     L2 weight decay (``weight_decay x W``, biases exempt) is added. A head whose weights stop being
-    finite is left as it is (its held-out accuracy then ranks it last).
+    finite is left as it is (its held-out accuracy then ranks it last). ``after_epoch(e, grid)``,
+    when given, is called after each epoch ``e`` (1-based) with the heads as they are then.
     """
     device = features.device
     features = features.float()
@@ -169,7 +171,7 @@ def train_heads(
     steps_per_epoch = math.ceil(count / batch_size)
     total = epochs * steps_per_epoch
     step = 0
-    for _ in range(epochs):
+    for epoch in range(1, epochs + 1):
         order = torch.randperm(count, generator=generator).to(device)
         for start in range(0, count, batch_size):
             idx = order[start : start + batch_size]
@@ -190,7 +192,16 @@ def train_heads(
                 grid.weight = grid.weight - rate[:, None, None] * velocity_w
                 grid.bias = grid.bias - rate[:, None] * velocity_b
             step += 1
+        if after_epoch is not None:
+            after_epoch(epoch, grid)
     return grid
+
+
+def curve_epochs(epochs: int) -> list[int]:
+    """The epochs at which the probe curve is read: 1, 2, 5, 10, 20, 50, ... below ``epochs``, and
+    ``epochs`` itself."""
+    marks = [m * 10**e for e in range(len(str(epochs))) for m in (1, 2, 5)]
+    return sorted({m for m in marks if m < epochs} | {epochs})
 
 
 @torch.no_grad()
@@ -215,6 +226,9 @@ class ProbeOutcome:
     val_acc5: float
     val_loss: float
     head: HeadGrid
+    # the chosen setting's held-out acc1 after each epoch of :func:`curve_epochs` of the grid's fit
+    # (the probe curve: has the chosen head converged by the last epoch?)
+    curve: list[tuple[int, float]]
 
     def table(self) -> list[dict]:
         """One row per setting: lr, weight_decay, batchnorm, holdout_acc1."""
@@ -268,8 +282,15 @@ def probe(
         views = train_views[:, idx.to(train_views.device)]
         return views.flatten(0, 1), targets[idx].repeat(len(train_views))
 
-    grid = train_heads(*fit_set(fit_idx), settings, num_classes, **options)
-    holdout = head_accuracies(grid, features[held_idx], targets[held_idx])
+    marks = set(curve_epochs(epochs))
+    readings: dict[int, Tensor] = {}
+
+    def read_holdout(epoch: int, heads: HeadGrid) -> None:
+        if epoch in marks:
+            readings[epoch] = head_accuracies(heads, features[held_idx], targets[held_idx])
+
+    train_heads(*fit_set(fit_idx), settings, num_classes, after_epoch=read_holdout, **options)
+    holdout = readings[epochs]
     best = int(torch.argmax(holdout))  # the first of equal maxima
     chosen = settings[best]
     head = train_heads(*fit_set(torch.arange(len(targets))), [chosen], num_classes, **options)
@@ -285,4 +306,5 @@ def probe(
         val_acc5=float(head_accuracies(head, val_features, val_targets, top=5)[0]),
         val_loss=loss,
         head=head,
+        curve=[(epoch, float(acc[best])) for epoch, acc in sorted(readings.items())],
     )

@@ -28,7 +28,7 @@ from solo_ext.config.errors import fail
 from solo_ext.config.paths import saved_run_args
 from solo_ext.data import prepare_classification_datasets, prepare_dataloader, prepare_transforms
 from solo_ext.data.augmentations import build_transform_pipeline
-from solo_ext.eval.diagnostics import atomic_output
+from solo_ext.eval.diagnostics import atomic_output, effective_rank
 from solo_ext.eval.probe import ProbeOutcome, head_grid, probe
 from solo_ext.results import write_results
 from solo_ext.run.common import claim_run_folder, run_checkpointer
@@ -92,10 +92,11 @@ def feature_sets(
 
 def probe_backbone(
     cfg: DictConfig, backbone: MaskedViT, augmentation: dict | None, device: torch.device
-) -> ProbeOutcome:
+) -> tuple[ProbeOutcome, float]:
+    """The probe's outcome and the effective rank of the val features it scored."""
     train, val, views = feature_sets(cfg, backbone, augmentation, device)
     settings = cfg.probe
-    return probe(
+    outcome = probe(
         train,
         val,
         head_grid(settings.lrs, settings.weight_decays, settings.batchnorm),
@@ -107,6 +108,7 @@ def probe_backbone(
         seed=cfg.seed,
         train_views=views,
     )
+    return outcome, effective_rank(val[0])
 
 
 def outcome_section(outcome: ProbeOutcome) -> dict:
@@ -115,15 +117,17 @@ def outcome_section(outcome: ProbeOutcome) -> dict:
         "val_acc1": outcome.val_acc1,
         "val_acc5": outcome.val_acc5,
         "val_loss": outcome.val_loss,
+        "curve": [{"epoch": epoch, "holdout_acc1": acc} for epoch, acc in outcome.curve],
         "grid": outcome.table(),
     }
 
 
 def probe_results(
-    cfg: DictConfig, run_dir: Path, outcome: ProbeOutcome, baseline: ProbeOutcome | None
+    cfg: DictConfig, run_dir: Path, outcome: ProbeOutcome, rank: float, baseline: ProbeOutcome | None
 ) -> dict:
     """results.json of a probe run: ``metrics`` in the form every run's results.json has (one
-    measurement, so final = best), with the protocol and the chosen setting."""
+    measurement, so final = best; ``val_effective_rank``: of the val features probed), with the
+    protocol, the chosen setting and its curve."""
     protocol = cfg.derived.protocols.linear
     epochs = cfg.probe.epochs
     metrics = {
@@ -132,6 +136,7 @@ def probe_results(
             ("val_acc1", outcome.val_acc1),
             ("val_acc5", outcome.val_acc5),
             ("val_loss", outcome.val_loss),
+            ("val_effective_rank", rank),
         )
     }
     return {
@@ -152,6 +157,8 @@ def summary_lines(outcome: ProbeOutcome, baseline: ProbeOutcome | None, protocol
     lines = [
         f"probe val_acc1 {outcome.val_acc1:.2f}  val_acc5 {outcome.val_acc5:.2f}  "
         f"(chosen: {outcome.chosen.describe()}; held-out acc1 {held:.2f})",
+        "held-out acc1 of the chosen setting by epoch: "
+        + ", ".join(f"{epoch}: {acc:.2f}" for epoch, acc in outcome.curve),
     ]
     if baseline is not None:
         lines.append(
@@ -171,13 +178,13 @@ def run_probe(cfg: DictConfig) -> dict:
     augmentation = pretraining_augmentation(cfg) if cfg.probe.train_views == "augmented" else None
     use_cuda = cfg.accelerator != "cpu" and torch.cuda.is_available()
     device = torch.device("cuda" if use_cuda else "cpu")
-    outcome = probe_backbone(cfg, backbone, augmentation, device)
+    outcome, rank = probe_backbone(cfg, backbone, augmentation, device)
     baseline = None
     if cfg.probe.random_baseline and cfg.pretrained_feature_extractor is not None:
         torch.manual_seed(cfg.seed)
         kwargs = cast(dict[str, Any], OmegaConf.to_container(cfg.backbone.kwargs))
         random_backbone = build_backbone(cfg.backbone.name, kwargs)
-        baseline = probe_backbone(cfg, random_backbone, augmentation, device)
+        baseline, _ = probe_backbone(cfg, random_backbone, augmentation, device)
 
     run_id, _ = resolve_linear_run(cfg)  # a probe has no state to resume: it runs whole each time
     run_dir = Path(cfg.checkpoint.dir) / cfg.method / run_id
@@ -186,7 +193,7 @@ def run_probe(cfg: DictConfig) -> dict:
         run_checkpointer(cfg, run_dir, run_id).save_args()
         with atomic_output(run_dir / HEAD_FILE) as tmp:
             torch.save(outcome.head.state_dict(), tmp)
-        results = probe_results(cfg, run_dir, outcome, baseline)
+        results = probe_results(cfg, run_dir, outcome, rank, baseline)
         path = write_results(run_dir, results)
     finally:
         if lock is not None:

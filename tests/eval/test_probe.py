@@ -13,7 +13,16 @@ from solo_ext.config.errors import ConfigError
 from solo_ext.config.linear import parse_cfg
 from solo_ext.config.paths import saved_run_args
 from solo_ext.data import prepare_classification_datasets, prepare_dataloader, prepare_transforms
-from solo_ext.eval.probe import HeadSetting, head_grid, holdout_split, probe, train_heads
+from solo_ext.eval.diagnostics import effective_rank
+from solo_ext.eval.probe import (
+    HeadSetting,
+    curve_epochs,
+    head_accuracies,
+    head_grid,
+    holdout_split,
+    probe,
+    train_heads,
+)
 from solo_ext.run.knn_eval import backbone_for, extract_features
 from solo_ext.run.linear import run_linear
 from tests.methods.test_linear_model import save_tiny_pretrained
@@ -75,6 +84,9 @@ def test_probe_is_within_2_points_of_scikit_learn_logistic_regression(pretrained
     assert {"lr", "weight_decay", "batchnorm", "holdout_acc1"} <= set(chosen)
     assert f"probe val_acc1 {probe_acc:.2f}" in capsys.readouterr().out
     assert f"frozen {features} features" in results["metrics"]["val_acc1"]["protocol"]
+    # the effective rank of the val features probed, the same number as from features read apart
+    rank = results["metrics"]["val_effective_rank"]["final"]
+    assert rank == pytest.approx(effective_rank(val_x), rel=1e-4)
 
 
 def test_grid_heads_train_as_if_alone():
@@ -136,6 +148,36 @@ def test_the_setting_is_chosen_without_val():
     assert isinstance(honest.chosen, HeadSetting)
 
 
+def test_curve_is_the_chosen_heads_holdout_accuracy_by_epoch():
+    """The curve's readings are the chosen head's held-out accuracy after those epochs of the
+    grid's fit, as a recorder of every epoch of the same fit sees them; the last is the accuracy
+    the setting was chosen by."""
+    assert curve_epochs(200) == [1, 2, 5, 10, 20, 50, 100, 200]
+    assert curve_epochs(7) == [1, 2, 5, 7] and curve_epochs(1) == [1]
+    generator = torch.Generator().manual_seed(0)
+    centres = torch.randn(3, 5, generator=generator) * 2
+    y = torch.randint(0, 3, (120,), generator=generator)
+    x = centres[y] + torch.randn(120, 5, generator=generator)
+    settings = head_grid([0.001, 0.3], [0.0], [False])
+    options = {"epochs": 12, "batch_size": 32, "momentum": 0.9, "seed": 2}
+    outcome = probe((x, y), (x[:10], y[:10]), settings, 3, holdout_fraction=0.25, **options)
+    assert [epoch for epoch, _ in outcome.curve] == [1, 2, 5, 10, 12]
+    assert outcome.curve[-1][1] == max(outcome.holdout_acc1)
+
+    fit, held = holdout_split(y, 0.25, seed=2)
+    seen = {}
+    train_heads(
+        x[fit],
+        y[fit],
+        settings,
+        3,
+        after_epoch=lambda e, g: seen.setdefault(e, head_accuracies(g, x[held], y[held])),
+        **options,
+    )
+    best = settings.index(outcome.chosen)
+    assert outcome.curve == [(e, float(seen[e][best])) for e in (1, 2, 5, 10, 12)]
+
+
 def test_random_baseline_and_files_of_a_probe_run(pretrained, tmp_path):
     results = run_linear(parse_cfg(probe_cfg(pretrained, tmp_path, "mean", epochs=5)))
     run_dir = tmp_path / "out" / "linear" / results["run_dir"].rsplit("/", 1)[-1]
@@ -147,6 +189,7 @@ def test_random_baseline_and_files_of_a_probe_run(pretrained, tmp_path):
     stored = json.loads((run_dir / "results.json").read_text())
     assert stored["random_backbone"]["val_acc1"] > 0 and len(stored["random_backbone"]["grid"]) == 12
     assert len(stored["probe"]["grid"]) == 12
+    assert [point["epoch"] for point in stored["probe"]["curve"]] == [1, 2, 5]
     args = json.loads((run_dir / "args.json").read_text())
     assert args["mode"] == "probe" and args["derived"]["protocols"]["linear"].startswith(
         "probe on frozen mean"

@@ -267,3 +267,42 @@ def test_every_probe_of_a_checkpoint_is_kept_apart_by_protocol(tmp_path):
     assert cells[f"offline linear acc1 ({number[probe]})"] == "85.00"
     assert cells[f"offline linear acc1 ({number[mae_probe]})"] == "81.00"
     assert cells[f"random-backbone acc1 ({number[probe]})"] == "40.00"
+
+
+def test_offline_knn_and_probes_on_both_feature_kinds_get_a_column_each(tmp_path):
+    """A run measured on cls and mean features (main_knn.py --feature_type cls mean, a probe per
+    kind) is reported on both: the run's own k, T and distance on each kind, the probe's effective
+    rank beside its accuracy, and the probe curves drawn."""
+    run = fake_run(tmp_path, "a0", "mae", 0, None, 60.0, 20.0)
+    args = json.loads((run / "args.json").read_text())
+    args["knn_eval"] = {"k": 20, "T": 0.07, "distance_func": "cosine"}
+    args["method_kwargs"]["online_features"] = "mean"
+    (run / "args.json").write_text(json.dumps(args))
+    rows = [
+        {"feature_type": f, "distance": "cosine", "k": k, "T": 0.07, "acc1": acc}
+        for f, k, acc in (("mean", 20, 70.0), ("mean", 10, 90.0), ("cls", 20, 55.0), ("cls", 10, 95.0))
+    ]
+    results = json.loads((run / "results.json").read_text())
+    results["offline_knn"] = {"rows": rows, "best": rows[3]}
+    (run / "results.json").write_text(json.dumps(results))
+    for kind, acc, rank in (("cls", 81.0, 30.0), ("mean", 84.0, 40.0)):
+        probe = linear_run(tmp_path, f"p-{kind}", run, f"probe on frozen {kind} features", acc)
+        stored = json.loads((probe / "results.json").read_text())
+        stored["metrics"]["val_effective_rank"] = {"final": rank}
+        stored["probe"] = {
+            "curve": [{"epoch": 1, "holdout_acc1": acc - 20}, {"epoch": 2, "holdout_acc1": acc}]
+        }
+        (probe / "results.json").write_text(json.dumps(stored))
+    report = make_report([tmp_path])
+    cells = table_cells(report)
+    assert (cells["offline kNN acc1 (cls)"], cells["offline kNN acc1 (mean)"]) == ("55.00", "70.00")
+    assert "offline kNN acc1" not in cells
+    assert "one column per feature kind measured" in report
+    legend = {line[6:]: line[2:4] for line in report.splitlines() if line.startswith("- L")}
+    cls, mean = legend["probe on frozen cls features"], legend["probe on frozen mean features"]
+    assert (cells[f"offline linear acc1 ({cls})"], cells[f"offline linear acc1 ({mean})"]) == (
+        "81.00",
+        "84.00",
+    )
+    assert cells[f"probed features' effective rank ({mean})"] == "40.00"
+    assert (tmp_path / "probe_curves.png").stat().st_size > 0
