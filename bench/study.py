@@ -223,6 +223,10 @@ def main() -> None:
         if args.report_out:
             run([*report, "--out", str(args.report_out.resolve())], log, threads)
         print((out / "report.md").read_text())
+        for results_file in sorted((out / "random").glob("linear/*/results.json")):
+            results = json.loads(results_file.read_text())
+            protocol = results["metrics"]["val_acc1"]["protocol"]
+            print(f"random backbone: val_acc1 {results['metrics']['val_acc1']['final']:.2f} [{protocol}]")
     print(json.dumps(timing))
 
 
