@@ -47,8 +47,9 @@ from solo_ext.backbones.loading import (
 )
 from solo_ext.config.paths import resolve_weights_path
 from solo_ext.data.info import DATASETS, dataset_mean_std
-from solo_ext.results import RESULTS_FILE
+from solo_ext.results import read_run_json
 from solo_ext.utils.errors import UserError, first_problem
+from solo_ext.utils.runfolder import ARGS_FILE, RESULTS_FILE, read_json_object
 
 Format = Literal["timm", "hf", "mae"]
 FORMATS = get_args(Format)
@@ -375,7 +376,7 @@ def export(source: str | Path, to: Format, out: str | Path, license_id: str = "o
     """
     out = Path(out)
     ckpt_path = Path(resolve_weights_path("source", str(source)))
-    args_path = ckpt_path.parent / "args.json"
+    args_path = ckpt_path.parent / ARGS_FILE
     problems = (
         (to not in FORMATS, f"--to={to!r}: must be one of {', '.join(FORMATS)}"),
         (
@@ -387,9 +388,14 @@ def export(source: str | Path, to: Format, out: str | Path, license_id: str = "o
     problem = first_problem(problems)
     if problem is not None:
         raise ExportError(problem)
-    args = json.loads(args_path.read_text())
+    args, problem = read_json_object(args_path)
+    if args is None:
+        raise ExportError(f"{args_path} {problem}, so the architecture is unknown")
     results_path = ckpt_path.parent / RESULTS_FILE
-    results = json.loads(results_path.read_text()) if results_path.is_file() else None
+    # the model card quotes the run's results when they read; a bad results.json only leaves them out
+    results = None
+    if results_path.is_file():
+        results = read_run_json(results_path, "the model card leaves the results out")
     ckpt = read_checkpoint(ckpt_path)
     encoder, fmt = extract_backbone_state_dict(ckpt)
     arch = architecture(args)

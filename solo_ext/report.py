@@ -48,6 +48,7 @@ from typing import Any
 
 from solo_ext.eval.diagnostics import atomic_output
 from solo_ext.utils.errors import UserError, first_problem
+from solo_ext.utils.runfolder import ARGS_FILE, RESULTS_FILE
 
 # Keys that say where or how a run was kept, not what it trained: never a grouping key.
 NOT_CONFIG = (
@@ -98,9 +99,9 @@ def find_runs(dirs: Iterable[Path]) -> list[Path]:
     folder that does not exist)."""
     found = []
     for root in filter(Path.is_dir, dirs):
-        candidates = [root] if (root / "args.json").is_file() else []
-        candidates += [p.parent for p in sorted(root.rglob("args.json")) if p.parent != root]
-        found += [p for p in candidates if (p / "results.json").is_file()]
+        candidates = [root] if (root / ARGS_FILE).is_file() else []
+        candidates += [p.parent for p in sorted(root.rglob(ARGS_FILE)) if p.parent != root]
+        found += [p for p in candidates if (p / RESULTS_FILE).is_file()]
     return sorted(set(found))
 
 
@@ -119,10 +120,10 @@ def _load(run: Path) -> tuple[dict, dict] | None:
     them cannot be read, which leaves the run out of the report."""
     from solo_ext.results import read_run_json  # (with Lightning, which the report needs not otherwise)
 
-    args = read_run_json(run / "args.json", "run left out of the report")
+    args = read_run_json(run / ARGS_FILE, "run left out of the report")
     if args is None:
         return None
-    results = read_run_json(run / "results.json", "run left out of the report")
+    results = read_run_json(run / RESULTS_FILE, "run left out of the report")
     return None if results is None else (args, results)
 
 

@@ -13,7 +13,6 @@ the end of epoch ``e`` (0-based) at ``e + 1``.
 from __future__ import annotations
 
 import csv
-import json
 import math
 import re
 import sys
@@ -21,10 +20,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from solo_ext.utils.runfolder import RESULTS_FILE, read_json_object, write_json_atomic
 from solo_ext.utils.runfolder import epoch_checkpoints as checkpoints_in
-from solo_ext.utils.runfolder import write_json_atomic
 
-RESULTS_FILE = "results.json"
 _VERSION = re.compile(r"version_(\d+)$")
 
 
@@ -122,17 +120,10 @@ def read_run_json(path: Path, consequence: str) -> dict | None:
     """The JSON object in ``path`` (a run's args.json or results.json); None, after one WARNING
     line on stderr naming the file, what is wrong and ``consequence``, when it cannot be read or
     is not a JSON object (a file cut short by a crash or a full disk, edited by hand)."""
-    try:
-        data = json.loads(path.read_text())
-        problem = None if isinstance(data, dict) else f"holds a JSON {type(data).__name__}, not an object"
-    except (OSError, UnicodeDecodeError) as exc:
-        problem = f"cannot be read ({exc.strerror if isinstance(exc, OSError) else exc})"
-    except json.JSONDecodeError as exc:
-        problem = f"is not valid JSON ({exc})"
-    if problem is None:
-        return data
-    print(f"WARNING: {path} {problem}; {consequence}", file=sys.stderr)
-    return None
+    data, problem = read_json_object(path)
+    if problem is not None:
+        print(f"WARNING: {path} {problem}; {consequence}", file=sys.stderr)
+    return data
 
 
 def merge_results(run_dir: Path, section: str, data: Any) -> Path | None:

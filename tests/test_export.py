@@ -89,3 +89,22 @@ def test_export_keeps_the_users_tmp_and_gives_usual_modes(tmp_path, umask, to):
     modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in [out, *out.iterdir()]}
     assert modes.pop("out") == 0o777 & ~umask
     assert "model.safetensors" in modes and set(modes.values()) == {0o666 & ~umask}, modes
+
+
+def test_an_unreadable_args_json_is_one_line_and_nothing_is_written(trained_run, tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    (ckpt,) = trained_run.glob("*.ckpt")
+    (run / ckpt.name).symlink_to(ckpt)
+    (run / "args.json").write_text('{"backbone": ')
+    from solo_ext.export import ExportError
+
+    with pytest.raises(ExportError) as info:
+        export(run, "timm", tmp_path / "out")
+    message = str(info.value)
+    assert "\n" not in message
+    assert (
+        message.startswith(f"{run / 'args.json'} is not valid JSON (")
+        and "architecture is unknown" in message
+    )
+    assert not (tmp_path / "out").exists()

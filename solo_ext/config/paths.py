@@ -8,15 +8,11 @@ import os
 from pathlib import Path
 from typing import Any
 
-from pydantic import TypeAdapter, ValidationError
-
 from solo_ext.backbones.interop import backbone_from_hf_config, backbone_from_timm_config
 from solo_ext.backbones.loading import CHECKPOINT_SUFFIXES, FOLDER_WEIGHTS
 from solo_ext.config.errors import fail
+from solo_ext.utils.runfolder import ARGS_FILE, read_json_object
 from solo_ext.utils.runfolder import epoch_checkpoints as checkpoints_in
-
-# an args.json: JSON whose top level is a mapping
-_JSON_MAPPING = TypeAdapter(dict[str, Any])
 
 HUB_PREFIX = "hf-hub:"
 # what a hub repository gives a weights source: its weights and the JSON files describing them
@@ -132,14 +128,13 @@ def saved_run_args(checkpoint: str | os.PathLike, key: str = "pretrained_feature
         ConfigError: args.json exists but is not a JSON mapping (the message names ``key``).
     """
     folder = Path(checkpoint).parent
-    path = folder / "args.json"
+    path = folder / ARGS_FILE
     if not path.is_file():
         return exported_run_args(folder)
-    try:
-        return _JSON_MAPPING.validate_json(path.read_bytes())
-    except (OSError, ValidationError) as err:
-        reason = err.errors()[0]["msg"] if isinstance(err, ValidationError) else err.strerror
-        raise fail(key, str(checkpoint), f"cannot read {path} as a JSON mapping ({reason})") from err
+    args, problem = read_json_object(path)
+    if problem is not None:
+        raise fail(key, str(checkpoint), f"cannot read {path}: it {problem}")
+    return args
 
 
 def exported_run_args(folder: Path) -> dict | None:

@@ -23,6 +23,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from solo_ext.utils.errors import Interrupted
 from solo_ext.utils.runfolder import (
+    ARGS_FILE,
     RunFolderError,
     epoch_checkpoints,
     publish,
@@ -81,7 +82,7 @@ class Checkpointer(Callback):
         args = cast(dict[str, Any], OmegaConf.to_container(self.cfg, resolve=True))
         args["run_id"] = args["wandb_run_id"] = self.run_id
         args["job_identity"] = self.identity
-        write_json_atomic(self.run_dir / "args.json", args)
+        write_json_atomic(self.run_dir / ARGS_FILE, args)
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         if trainer.is_global_zero:

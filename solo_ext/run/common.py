@@ -25,6 +25,7 @@ from solo_ext.run.checkpointer import Checkpointer
 from solo_ext.run.progress import ProgressLines, wants_lines
 from solo_ext.utils.quiet import quiet_libraries
 from solo_ext.utils.runfolder import (
+    ARGS_FILE,
     SHOULD_MATCH,
     RunFolderError,
     RunLock,
@@ -101,7 +102,7 @@ def resolve_run(cfg: DictConfig, keys=SHOULD_MATCH) -> tuple[str, str | None]:
         reason = unreadable_reason(ckpt)
         if reason is not None:
             raise RunFolderError(f"resume_from_checkpoint={str(ckpt)!r}: cannot be read ({reason})")
-        return ckpt.parent.name if (ckpt.parent / "args.json").exists() else new_run_id(method_dir), str(ckpt)
+        return ckpt.parent.name if (ckpt.parent / ARGS_FILE).exists() else new_run_id(method_dir), str(ckpt)
     if os.environ.get("WANDB_SWEEP_ID") and os.environ.get("WANDB_RUN_ID") and cfg.wandb.enabled:
         # Under a wandb agent the run id is the agent's trial: use it for our run directory too
         # (a requeued agent job asks the sweep for a new trial).

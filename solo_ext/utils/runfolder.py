@@ -14,6 +14,9 @@ checkpoints is the one to resume, who may train in it, and which job it belongs 
   process is refused; a lock whose holder is dead (its pid is gone on this host, it is an earlier
   incarnation of the same SLURM job, or its heartbeat is older than :data:`STALE_S`, e.g. on
   another node over a network file system) is taken over.
+- **Its JSON files**: ``args.json`` (the run's validated config and bookkeeping) and
+  ``results.json`` (what it reached, and what later tools added), named by :data:`ARGS_FILE` and
+  :data:`RESULTS_FILE` and read by :func:`read_json_object` alone, whoever reads them.
 - **The job's identity**: ``run_name`` when the user sets it, else the SLURM job (array job and
   task) on its cluster; the run id of an identity is a fixed function of it, so a requeued job,
   and every task of an ``srun``, finds the same folder.
@@ -40,6 +43,8 @@ from solo_ext.utils.errors import UserError
 HEARTBEAT_S = 30.0
 STALE_S = 120.0
 LOCK_NAME = ".lock"
+ARGS_FILE = "args.json"
+RESULTS_FILE = "results.json"
 CKPT_STATE = re.compile(r"-ep=(\d+)(?:-step=(\d+))?\.ckpt$")
 _TMP_MARK = ".tmp-"
 
@@ -355,13 +360,25 @@ SHOULD_MATCH = (
 )
 
 
+def read_json_object(path: Path) -> tuple[dict | None, str | None]:
+    """(the JSON object in ``path``, None), or (None, what is wrong with it in words: "cannot be
+    read (...)", "is not valid JSON (...)", "holds a JSON list, not an object"). A run's args.json
+    and results.json are read through this alone; each caller decides what a problem means (a
+    warning, a refusal naming its key, a run passed over)."""
+    try:
+        data = json.loads(Path(path).read_text())
+    except (OSError, UnicodeDecodeError) as exc:
+        return None, f"cannot be read ({exc.strerror if isinstance(exc, OSError) else exc})"
+    except json.JSONDecodeError as exc:
+        return None, f"is not valid JSON ({exc})"
+    if not isinstance(data, dict):
+        return None, f"holds a JSON {type(data).__name__}, not an object"
+    return data, None
+
+
 def read_args(run_dir: Path) -> dict | None:
     """A run's ``args.json`` as a mapping, or None when it is missing or unreadable."""
-    try:
-        args = json.loads((Path(run_dir) / "args.json").read_text())
-    except (OSError, ValueError):
-        return None
-    return args if isinstance(args, dict) else None
+    return read_json_object(Path(run_dir) / ARGS_FILE)[0]
 
 
 def select(mapping: Any, dotted: str) -> Any:

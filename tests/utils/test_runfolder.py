@@ -278,3 +278,53 @@ def test_holder_rules_at_their_edges():
     assert holder_is_dead({"host": "a", "pid": "x"}, runfolder.STALE_S + 1, me)
     # no SLURM job on either side: the restart rule does not apply
     assert not holder_is_dead({"host": "b", "pid": 3, "slurm_job": None, "slurm_restart": -1}, 0.0, me)
+
+
+@pytest.mark.parametrize(
+    "text, problem",
+    [
+        ('{"a": 1}', None),
+        ('{"a": ', "is not valid JSON (Expecting value: line 1 column 7 (char 6))"),
+        ("[1, 2]", "holds a JSON list, not an object"),
+        (None, "cannot be read (No such file or directory)"),
+        (b"\xff\xfe{}", "cannot be read ("),
+    ],
+)
+def test_a_runs_json_file_reads_as_an_object_or_says_what_is_wrong(tmp_path, text, problem):
+    path = tmp_path / "args.json"
+    if isinstance(text, bytes):
+        path.write_bytes(text)
+    elif text is not None:
+        path.write_text(text)
+    data, found = runfolder.read_json_object(path)
+    if problem is None:
+        assert (data, found) == ({"a": 1}, None)
+    else:
+        assert data is None and found.startswith(problem)
+
+
+def test_only_the_run_folder_names_a_runs_json_files():
+    """args.json and results.json are named (as string values in code, not in prose) by
+    utils/runfolder.py alone; every other module reaches them through its names and reader."""
+    import ast
+    from pathlib import Path
+
+    package = Path(runfolder.__file__).parents[1]
+    named = []
+    for path in sorted(package.rglob("*.py")):
+        tree = ast.parse(path.read_text())
+        docstrings = {
+            id(node.body[0].value)
+            for node in ast.walk(tree)
+            if isinstance(node, ast.Module | ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef)
+            and node.body
+            and isinstance(node.body[0], ast.Expr)
+        }
+        for node in ast.walk(tree):
+            if (
+                isinstance(node, ast.Constant)
+                and node.value in ("args.json", "results.json")
+                and id(node) not in docstrings
+            ):
+                named.append((str(path.relative_to(package)), node.value))
+    assert named == [("utils/runfolder.py", "args.json"), ("utils/runfolder.py", "results.json")]
