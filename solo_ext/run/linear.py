@@ -9,20 +9,12 @@ from typing import Any, cast
 
 import lightning.pytorch as pl
 from omegaconf import DictConfig, OmegaConf
-from timm.data import create_transform
 from torch.utils.data import DataLoader
 
 from solo_ext.backbones import MaskedViT, build_backbone
 from solo_ext.backbones.loading import load_backbone_weights
 from solo_ext.config.linear import parse_cfg
-from solo_ext.data import (
-    FolderListings,
-    dataset_mean_std,
-    prepare_classification_datasets,
-    prepare_dataloader,
-)
-from solo_ext.data.dali import dali_classification_loader
-from solo_ext.data.loaders import classification_transforms, image_backend
+from solo_ext.data.runs import linear_loaders
 from solo_ext.methods.linear import LinearModel
 from solo_ext.run.common import (
     CKPT_ENV,
@@ -41,9 +33,6 @@ from solo_ext.utils.runfolder import SHOULD_MATCH
 # What makes two evaluation runs the same experiment, beyond the keys the pretraining auto-resume
 # compares (name, backbone, dataset, optimizer, ...): which weights are evaluated, and how.
 SAME_EVALUATION = ("pretrained_feature_extractor", "mode", "partial_blocks", "features", "batchnorm_head")
-
-# timm's RandAugment policy with random erasing, solo-learn's (and MAE's) fine-tuning augmentation
-AUTO_AUGMENT_POLICY, RANDOM_ERASE_PROB = "rand-m9-mstd0.5-inc1", 0.25
 
 
 def load_backbone(cfg: DictConfig) -> MaskedViT:
@@ -72,62 +61,21 @@ def load_backbone(cfg: DictConfig) -> MaskedViT:
 
 
 def build_linear_loaders(cfg: DictConfig, crop_size: int) -> tuple[DataLoader, list[DataLoader]]:
-    """(train loader, [val loader] plus, with kNN on, the training set under the val transform).
-
-    Batches are ``[x (B, 3, crop_size, crop_size), y (B,)]``; training images are randomly
-    resized crops (timm's RandAugment and random erasing on top with ``auto_augment``, on PIL
-    images). Image folders come as uint8 (tensor or DALI back-end), normalised by LinearModel on
-    the device.
-    (``auto_augment`` with ``data.format: dali`` is refused by the config layer.)
-    """
+    """The run's loaders (:func:`solo_ext.data.runs.linear_loaders`) from its config."""
     data = cfg.data
-    backend = image_backend(data.dataset, data.format)
-    if cfg.auto_augment:
-        backend = "pil"  # timm's RandAugment transforms PIL images
-    train_transform = val_transform = None
-    if backend != "dali":
-        train_transform, val_transform = classification_transforms(backend, data.dataset, crop_size)
-    if cfg.auto_augment:
-        mean, std = dataset_mean_std(data.dataset)
-        train_transform = create_transform(
-            crop_size,
-            is_training=True,
-            auto_augment=AUTO_AUGMENT_POLICY,
-            interpolation="bicubic",
-            re_prob=RANDOM_ERASE_PROB,
-            re_mode="pixel",
-            mean=mean,
-            std=std,
-        )
-    sets = {
-        "train_path": data.train_path,
-        "val_path": data.val_path,
-        "data_format": data.format,
-        "decode": "tensor" if backend == "tensor" else "pil",
-        "listings": FolderListings(),  # the clean kNN bank's train set shares the train folder's list
-    }
-    train_ds, val_ds = prepare_classification_datasets(
-        data.dataset, train_transform, val_transform, fraction=data.fraction, **sets
+    return linear_loaders(
+        data.dataset,
+        train_path=data.train_path,
+        val_path=data.val_path,
+        data_format=data.format,
+        fraction=data.fraction,
+        num_workers=data.num_workers,
+        crop_size=crop_size,
+        batch_size=cfg.optimizer.batch_size,
+        seed=cfg.seed,
+        auto_augment=cfg.auto_augment,
+        clean_bank=cfg.knn_eval.enabled and cfg.knn_eval.bank == "clean",
     )
-    batch_size = cfg.optimizer.batch_size
-
-    def loader(ds, train: bool):
-        if backend == "dali":
-            return dali_classification_loader(
-                ds, data.dataset, crop_size, batch_size, data.num_workers, cfg.seed, train=train
-            )
-        if train:
-            return prepare_dataloader(ds, batch_size, data.num_workers)
-        return prepare_dataloader(ds, batch_size, data.num_workers, shuffle=False, drop_last=False)
-
-    train_loader = loader(train_ds, train=True)
-    val_loaders = [loader(val_ds, train=False)]
-    if cfg.knn_eval.enabled and cfg.knn_eval.bank == "clean":
-        clean_train_ds, _ = prepare_classification_datasets(
-            data.dataset, val_transform, val_transform, fraction=data.fraction, **sets
-        )
-        val_loaders.append(loader(clean_train_ds, train=False))
-    return train_loader, val_loaders
 
 
 def resolve_linear_run(cfg: DictConfig) -> tuple[str, str | None]:
