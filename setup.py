@@ -45,15 +45,13 @@ setup(
         "numpy",
         "pillow",
         "safetensors>=0.4",
-        # model cards of the exports (ModelCardData) and hf-hub: names
+        # model cards of the exports (ModelCardData) and hf-hub:ORG/NAME weights sources
         "huggingface_hub>=0.23",
         "scipy>=1.10",
         # the config layer: Discriminator and Tag (tagged unions of schedules) need 2.5
         "pydantic>=2.5,<3",
         # sweep files (solo_ext/run/sweeps.py)
         "pyyaml>=5.1",
-        # hf-hub:ORG/NAME weights sources (solo_ext/config/paths.py); timm requires it too
-        "huggingface_hub",
     ],
     extras_require={
         # the tests check exports against the real transformers; hypothesis: property tests;

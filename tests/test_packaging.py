@@ -8,6 +8,8 @@ import sys
 from importlib import metadata
 from pathlib import Path
 
+import pytest
+
 import solo_ext
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -144,3 +146,41 @@ def test_one_python_floor():
     assert target.groups() == (major, minor)
     assert f"Python {major}.{minor} or newer" in (ROOT / "README.md").read_text()
     assert sys.version_info >= (int(major), int(minor))
+
+
+def test_install_requires_names_each_distribution_once():
+    requirements = ast.literal_eval(setup_keywords()["install_requires"])
+    names = [normalise(re.match(r"[A-Za-z0-9][A-Za-z0-9._-]*", r).group(0)) for r in requirements]
+    assert sorted(n for n in set(names) if names.count(n) > 1) == []
+
+
+@pytest.mark.slow
+def test_every_module_imports_in_a_venv_of_install_requires_alone(tmp_path):
+    """A fresh virtual environment gets the package with install_requires pinned by
+    constraints.txt, no extra; every module of solo_ext then imports (from the installed copy,
+    not this tree), and no dev tool came along."""
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    python = str(venv / "bin" / "python")
+    install = [python, "-m", "pip", "install", "-q", "-c", str(ROOT / "constraints.txt"), str(ROOT)]
+    subprocess.run(install, check=True, cwd=tmp_path, timeout=1800)
+    walk = (
+        "import importlib, pkgutil, solo_ext, sys\n"
+        "assert 'site-packages' in solo_ext.__file__, solo_ext.__file__\n"
+        "failed = []\n"
+        "for info in pkgutil.walk_packages(solo_ext.__path__, 'solo_ext.'):\n"
+        "    try:\n"
+        "        importlib.import_module(info.name)\n"
+        "    except Exception as exc:\n"
+        "        failed.append(f'{info.name}: {type(exc).__name__}: {exc}')\n"
+        "print('\\n'.join(failed) or 'all imported')\n"
+        "print(sum(1 for _ in pkgutil.walk_packages(solo_ext.__path__, 'solo_ext.')), 'modules')\n"
+        "for tool in ('pytest', 'hypothesis', 'transformers', 'mypy'):\n"
+        "    print(tool, importlib.util.find_spec(tool) is not None)\n"
+    )
+    out = subprocess.run([python, "-c", walk], cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    lines = out.stdout.splitlines()
+    assert lines[0] == "all imported", out.stdout
+    assert int(lines[1].split()[0]) >= 60
+    assert lines[2:] == ["pytest False", "hypothesis False", "transformers False", "mypy False"]
