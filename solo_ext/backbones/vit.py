@@ -8,7 +8,7 @@ checkpoints, and solo-learn's, load by name. Mask convention everywhere: 1 = rem
 import inspect
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from functools import partial
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 
 import torch
 from timm.layers import PatchEmbed
@@ -26,6 +26,10 @@ _POOLS: dict[str, Callable[[Tensor], Tensor]] = {
     "mean": lambda tokens: tokens[:, 1:].mean(dim=1),
 }
 POOL_MODES = tuple(_POOLS)
+if TYPE_CHECKING:  # the type checker sees a str; pydantic, below, the literal of the pool modes
+    Feature = str
+else:
+    Feature = Literal[POOL_MODES]
 
 
 class MaskedViTOutput(NamedTuple):

@@ -20,12 +20,20 @@ from solo_ext.config.paths import resolve_weights_path
 from solo_ext.config.schema import METHOD_KWARGS, LinearConfig, PretrainConfig, _Run
 from solo_ext.data.augmentations import crop_size_of
 from solo_ext.data.info import num_classes_of
-from solo_ext.schedulers.weights import build_weight_schedule
+from solo_ext.methods.mae import MAEKwargs
+from solo_ext.regularizers import REGULARIZERS
+from solo_ext.schedulers.weights import WeightSchedule
 
 
 def parse_cfg(cfg: DictConfig | Mapping, plugins: list | None = None) -> DictConfig:
     """Fill defaults, validate and derive keys. Returns a new, resolved DictConfig. ``plugins``:
     the Lightning plugins the run's Trainer gets (see :func:`resolve_trainer`)."""
+    return parse_run(cfg, plugins)[0]
+
+
+def parse_run(cfg: DictConfig | Mapping, plugins: list | None = None) -> tuple[DictConfig, MAEKwargs]:
+    """:func:`parse_cfg`'s config, and its ``method_kwargs`` as validated (the method's ``Kwargs``,
+    which the runner hands the method: each regularizer's weight schedule is built once, here)."""
     raw = plain_config(cfg)
     mk_raw, renames = magma_flat_keys(raw.get("method_kwargs", {}), raw.get("method"))
     top = validate(PretrainConfig, {**raw, "method_kwargs": mk_raw if isinstance(mk_raw, dict) else {}})
@@ -47,13 +55,13 @@ def parse_cfg(cfg: DictConfig | Mapping, plugins: list | None = None) -> DictCon
     data["num_small_crops"] = sum(a["num_crops"] for a in out["augmentations"] if a["crop_size"] != large)
     data["num_classes"] = None if data["no_labels"] else num_classes_of(data["dataset"], data["train_path"])
     out["derived"] = {**trainer, **derive_lr(top, trainer["world_size"], classifier=True)}
-    derive_regularizers(out)
+    derive_regularizers(out, mk)
     features = out["method_kwargs"]["online_features"]
     out["derived"]["protocols"] = {"online_linear": f"linear probe on detached {features} features"}
     if top.knn_eval.enabled:
         batches = "training batches of the epoch as the method sees them (solo-learn)"
         out["derived"]["protocols"]["online_knn"] = knn_protocol(features, out["knn_eval"], batches)
-    return OmegaConf.create(out)
+    return OmegaConf.create(out), mk
 
 
 def derive_trainer(run: _Run, plugins: list | None = None) -> dict[str, Any]:
@@ -86,29 +94,29 @@ def derive_lr(run: PretrainConfig | LinearConfig, world_size: int, classifier: b
     return derived
 
 
-def _peak_weight(scheduler: Mapping, max_epochs: int) -> float:
+def _peak_weight(schedule: WeightSchedule, max_epochs: int) -> float:
     """The largest weight a schedule reaches in the run (sampled at quarter epochs)."""
-    schedule = build_weight_schedule(scheduler)
     return max(schedule(0, quarter / 4) for quarter in range(4 * max_epochs + 1))
 
 
-def derive_regularizers(out: dict) -> None:
+def derive_regularizers(out: dict, mk: MAEKwargs) -> None:
     """Per regularizer: the batch it sees (the per-process batch, times the processes when it
     gathers; gradient accumulation does not enlarge it) and its weight. Our gather sums the
     gradient, so the weight acts as written on any number of processes; the U-MAE and M-MAE code
     (whose gather returns the local slice) would need ``lamb = weight x processes`` for the same
     run, stored as ``upstream_lamb``."""
-    regularizers = out["method_kwargs"].get("regularizers") or {}
+    blocks = getattr(mk, "regularizers", None)
+    specs = {name: getattr(blocks, name) for name in REGULARIZERS if getattr(blocks, name, None) is not None}
     derived = out["derived"]
     per_process, world = out["optimizer"]["batch_size"], derived["world_size"]
     derived["regularizers"] = {
         name: {
-            "batch": per_process * world if spec["gather"] else per_process,
-            "gather": spec["gather"],
-            "effective_weight": (peak := _peak_weight(spec["scheduler"], out["max_epochs"])),
-            "upstream_lamb": peak * world if spec["gather"] else peak,
+            "batch": per_process * world if spec.gather else per_process,
+            "gather": spec.gather,
+            "effective_weight": (peak := _peak_weight(spec.schedule, out["max_epochs"])),
+            "upstream_lamb": peak * world if spec.gather else peak,
         }
-        for name, spec in regularizers.items()
+        for name, spec in specs.items()
     }
 
 

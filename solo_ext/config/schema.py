@@ -18,17 +18,31 @@ from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal, get_args
 
 import torch
 from lightning.pytorch.trainer.connectors.accelerator_connector import _PRECISION_INPUT_STR
-from pydantic import Field, create_model, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
-from solo_ext.backbones.vit import BACKBONE_PRESETS, backbone_arguments
+from solo_ext.backbones.vit import BACKBONE_PRESETS, Feature, backbone_arguments
 from solo_ext.data.augmentations import AugmentationSpec, crop_size_of
 from solo_ext.data.dali import INSTALL_HINT, dali_installed, dali_unsupported
 from solo_ext.data.info import DATASETS
 from solo_ext.data.loaders import DATA_FORMATS, image_backend
+from solo_ext.methods import METHODS
+from solo_ext.methods.mae import MAEKwargs
 from solo_ext.optim.factory import OPTIMIZERS as OPTIMIZERS_BY_NAME
 from solo_ext.optim.factory import build_optimizer
-from solo_ext.regularizers import REGULARIZERS
-from solo_ext.utils.declared import Declared, Rule, number_in
+from solo_ext.utils.declared import (
+    BelowOne,
+    Declared,
+    ImageCount,
+    Name,
+    NonNegative,
+    NonNegativeInt,
+    OpenUnitInterval,
+    Positive,
+    PositiveInt,
+    Rule,
+    SampleCount,
+    UnitInterval,
+)
 from solo_ext.utils.errors import NO_VALUE, FieldError
 
 
@@ -40,27 +54,6 @@ def available_cpus() -> int:
 # data loader workers when a recipe sets none: solo-learn's 4, never more than the CPUs
 DEFAULT_WORKERS = min(4, available_cpus())
 
-if TYPE_CHECKING:  # the type checker sees the number; pydantic, below, its checked range
-    PositiveInt = int
-    NonNegativeInt = int
-    Positive = float
-    NonNegative = float
-    UnitInterval = float
-    BelowOne = float
-    OpenUnitInterval = float
-    SampleCount = int
-    ImageCount = int
-else:
-    PositiveInt = number_in(1, integer=True)
-    NonNegativeInt = number_in(0, integer=True)
-    Positive = number_in(0, low_open=True)
-    NonNegative = number_in(0)
-    UnitInterval = number_in(0, 1)
-    BelowOne = number_in(0, 1, high_open=True)
-    OpenUnitInterval = number_in(0, 1, low_open=True, high_open=True)
-    SampleCount = number_in(2, integer=True)
-    ImageCount = number_in(1, 64, integer=True)
-Name = Annotated[str, Field(min_length=1)]
 
 OPTIMIZERS = ("sgd", "lars", "adam", "adamw")
 # What solo-learn's parse_cfg fills into optimizer.kwargs when a recipe leaves a key out (its
@@ -77,7 +70,6 @@ KNN_BANKS = ("batches", "clean")
 # Lightning's names (its aliases 16, 32, bf16, ... are read by the compatibility pass); what it
 # makes of one on this machine is asked of Lightning (solo_ext.config.lightning)
 PRECISIONS = get_args(_PRECISION_INPUT_STR)
-FEATURES = ("cls", "mean")
 MODES = ("linear", "partial", "finetune", "probe")
 # what the offline probe's heads train on: the training images as they are, or through the
 # pretraining run's first augmentation pipeline (solo_ext.run.probe)
@@ -90,7 +82,6 @@ if TYPE_CHECKING:  # the type checker sees a name as a str; pydantic, below, the
     LRSchedulerName = str
     KNNBank = str
     Precision = str
-    Feature = str
     Mode = str
     ProbeViews = str
 else:
@@ -101,7 +92,6 @@ else:
     LRSchedulerName = Literal[LR_SCHEDULERS]
     KNNBank = Literal[KNN_BANKS]
     Precision = Literal[PRECISIONS]
-    Feature = Literal[FEATURES]
     Mode = Literal[MODES]
     ProbeViews = Literal[PROBE_VIEWS]
 # The Trainer kwargs we set ourselves.
@@ -387,78 +377,8 @@ class Reconstructions(Declared):
     num_images: ImageCount = 8
 
 
-# ----------------------------------------------------------------------------- method kwargs
-class MAEKwargs(Declared):
-    decoder_embed_dim: PositiveInt = 512
-    decoder_depth: PositiveInt = 8
-    decoder_num_heads: PositiveInt = 16
-    mask_ratio: BelowOne = 0.75
-    norm_pix_loss: bool = False
-    online_features: Feature = "cls"
-    # Masks drawn from (seed, epoch, crop, sample index) instead of the RNG: the same sample gets
-    # the same mask whatever the number of processes (used to prove DDP equivalence).
-    index_masks: bool = False
-    # Train the online probe on features of the full, unmasked crop (one extra no-grad encoder
-    # pass) instead of the masked pass's: the probe then sees in training what it is evaluated on.
-    online_clean_features: bool = False
-    online_batchnorm: bool = False
-    # continue pretraining from these weights: a run folder or checkpoint of ours or solo-learn's,
-    # facebookresearch/mae's checkpoint, a timm/safetensors file, or a Hugging Face ViTMAE folder
-    # (or a solo_ext.export folder); the encoder and, where present, the decoder, loaded strictly
-    init_from: Name | None = None
-
-    rules: ClassVar[tuple[Rule, ...]] = (
-        Rule(
-            "decoder_num_heads",
-            lambda mk, _: mk.decoder_embed_dim % mk.decoder_num_heads == 0,
-            lambda mk, _: f"must divide decoder_embed_dim={mk.decoder_embed_dim}",
-        ),
-        Rule(
-            "decoder_embed_dim",
-            lambda mk, _: mk.decoder_embed_dim % 4 == 0,
-            "must be divisible by 4 (2-D sin-cos)",
-        ),
-        Rule(
-            "mask_ratio",
-            lambda mk, ctx: "num_patches" not in ctx or int(ctx["num_patches"] * (1 - mk.mask_ratio)) >= 1,
-            "keeps no patch of the image; must leave at least one visible",
-        ),
-    )
-
-    def dump(self) -> dict[str, Any]:
-        """The values written to args.json."""
-        return self.model_dump()
-
-
-# method_kwargs.regularizers: one optional block per registered regularizer
-if TYPE_CHECKING:  # the type checker sees a declared section; pydantic, below, its field per regularizer
-    Regularizers = Declared
-else:
-    Regularizers = create_model(
-        "Regularizers",
-        __base__=Declared,
-        **{name: (cls.Spec | None, None) for name, cls in REGULARIZERS.items()},
-    )
-    Regularizers.where = "method_kwargs.regularizers"
-
-
-class MAERegKwargs(MAEKwargs):
-    regularizers: Regularizers = Regularizers()
-    reset_classifier: bool = False
-    # Read by MAGMA's code but without effect there (log_images draws matrices; the disparity keys
-    # are defaulted and never used); accepted so its recipes run unchanged.
-    ignored: ClassVar[frozenset[str]] = frozenset(
-        {"log_images", "disparity_loss_gamma", "disparity_loss_rbf_scale", "scheduler"}
-    )
-
-    def dump(self) -> dict[str, Any]:
-        out = self.model_dump()
-        out["regularizers"] = {k: v for k, v in out["regularizers"].items() if v is not None}
-        return out
-
-
-# method name -> its kwargs model (the methods themselves live in solo_ext.methods)
-METHOD_KWARGS: dict[str, type[MAEKwargs]] = {"mae": MAEKwargs, "mae-reg": MAERegKwargs, "u-mae": MAERegKwargs}
+# method name -> its kwargs model, declared beside each method (solo_ext.methods) as its Kwargs
+METHOD_KWARGS: dict[str, type[MAEKwargs]] = {name: method.Kwargs for name, method in METHODS.items()}
 if TYPE_CHECKING:  # the type checker sees a name as a str; pydantic, below, the literal of its choices
     MethodName = str
 else:
@@ -517,7 +437,7 @@ class _Run(Declared):
 class PretrainConfig(_Run):
     method: MethodName
     backbone: Backbone
-    # checked against METHOD_KWARGS[method] once the backbone is known
+    # checked against the method's Kwargs (METHOD_KWARGS[method]) once the backbone is known
     method_kwargs: dict[str, Any] = {}
     data: PretrainData
     augmentations: Annotated[list[AugmentationSpec], Field(min_length=1)]

@@ -29,22 +29,28 @@ from pydantic import Field, model_validator
 from torchvision import transforms as T
 
 from solo_ext.data.info import DATASETS, dataset_mean_std
-from solo_ext.utils.declared import FROM_LIST, Declared, Rule, number_in, plain
+from solo_ext.utils.declared import (
+    FROM_LIST,
+    Declared,
+    NonNegative,
+    Positive,
+    PositiveInt,
+    Rule,
+    UnitInterval,
+    number_in,
+    plain,
+)
 
+# the ranges of utils/declared under the names the blocks below read best with
+Probability = UnitInterval
+Strength = NonNegative
+Count = PositiveInt
 if TYPE_CHECKING:  # the type checker sees the number; pydantic, below, its checked range
-    Probability = float
-    Strength = float
     Scale = float
-    Positive = float
     Hue = float
-    Count = int
 else:
-    Probability = number_in(0, 1)
-    Strength = number_in(0)
     Scale = number_in(0, 1, low_open=True)
-    Positive = number_in(0, low_open=True)
     Hue = number_in(0, 0.5)
-    Count = number_in(1, integer=True)
 
 
 class _Section(Declared):

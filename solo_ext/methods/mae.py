@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 
@@ -13,15 +13,67 @@ from solo_ext.backbones.loading import (
     load_strict,
     read_checkpoint,
 )
+from solo_ext.backbones.vit import Feature
 from solo_ext.losses.mae import mae_loss_func
 from solo_ext.methods.base import BaseMethod
+from solo_ext.utils.declared import BelowOne, Declared, Name, PositiveInt, Rule, plain
 from solo_ext.utils.index_noise import index_noise
 
 
+class MAEKwargs(Declared):
+    decoder_embed_dim: PositiveInt = 512
+    decoder_depth: PositiveInt = 8
+    decoder_num_heads: PositiveInt = 16
+    mask_ratio: BelowOne = 0.75
+    norm_pix_loss: bool = False
+    online_features: Feature = "cls"
+    # Masks drawn from (seed, epoch, crop, sample index) instead of the RNG: the same sample gets
+    # the same mask whatever the number of processes (used to prove DDP equivalence).
+    index_masks: bool = False
+    # Train the online probe on features of the full, unmasked crop (one extra no-grad encoder
+    # pass) instead of the masked pass's: the probe then sees in training what it is evaluated on.
+    online_clean_features: bool = False
+    online_batchnorm: bool = False
+    # continue pretraining from these weights: a run folder or checkpoint of ours or solo-learn's,
+    # facebookresearch/mae's checkpoint, a timm/safetensors file, or a Hugging Face ViTMAE folder
+    # (or a solo_ext.export folder); the encoder and, where present, the decoder, loaded strictly
+    init_from: Name | None = None
+
+    rules: ClassVar[tuple[Rule, ...]] = (
+        Rule(
+            "decoder_num_heads",
+            lambda mk, _: mk.decoder_embed_dim % mk.decoder_num_heads == 0,
+            lambda mk, _: f"must divide decoder_embed_dim={mk.decoder_embed_dim}",
+        ),
+        Rule(
+            "decoder_embed_dim",
+            lambda mk, _: mk.decoder_embed_dim % 4 == 0,
+            "must be divisible by 4 (2-D sin-cos)",
+        ),
+        Rule(
+            "mask_ratio",
+            lambda mk, ctx: "num_patches" not in ctx or int(ctx["num_patches"] * (1 - mk.mask_ratio)) >= 1,
+            "keeps no patch of the image; must leave at least one visible",
+        ),
+    )
+
+    def dump(self) -> dict[str, Any]:
+        """The values written to args.json."""
+        return self.model_dump()
+
+
 class MAE(BaseMethod):
-    def __init__(self, cfg):
+    # method_kwargs, declared here and validated by the config layer (solo_ext.config.schema)
+    Kwargs: ClassVar[type[MAEKwargs]] = MAEKwargs
+
+    def __init__(self, cfg, kwargs: MAEKwargs | None = None):
+        """``cfg``: a parsed config (solo_ext.config.pretrain.parse_run); ``kwargs``: its
+        ``method_kwargs`` as the config layer validated them (the runner passes them, so nothing
+        is validated twice); without them they are read from ``cfg`` (a config read back, a
+        test's)."""
         super().__init__(cfg)
-        mk = cfg.method_kwargs
+        mk = kwargs if kwargs is not None else self.stored_kwargs(cfg)
+        self.kwargs = mk
         self.mask_ratio = mk.mask_ratio
         self.norm_pix_loss = mk.norm_pix_loss
         self.index_masks = mk.index_masks
@@ -35,8 +87,14 @@ class MAE(BaseMethod):
             num_patches=self.backbone.num_patches,
             patch_size=self.patch_size,
         )
-        if mk.get("init_from"):
+        if mk.init_from:
             self.init_weights_from(mk.init_from)
+
+    def stored_kwargs(self, cfg) -> MAEKwargs:
+        """``cfg.method_kwargs`` (as the config layer wrote them) validated against ``Kwargs``,
+        with the backbone's depth and patch count as the validation context."""
+        context = {"depth": len(self.backbone.blocks), "num_patches": self.backbone.num_patches}
+        return self.Kwargs.model_validate(plain(cfg.method_kwargs), context=context)
 
     def init_weights_from(self, path: str) -> None:
         """Load the encoder and, when the checkpoint has one, the decoder (both strictly)."""

@@ -7,18 +7,52 @@ that form by the config layer (``solo_ext.config.compat``), so ``args.json`` sho
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any, ClassVar, cast
+
 import torch
 from omegaconf import DictConfig
+from pydantic import create_model
 
-from solo_ext.methods.mae import MAE
+from solo_ext.methods.mae import MAE, MAEKwargs
 from solo_ext.regularizers import REGULARIZERS
+from solo_ext.utils.declared import Declared
+
+# method_kwargs.regularizers: one optional block per registered regularizer
+if TYPE_CHECKING:  # the type checker sees a declared section; pydantic, below, its field per regularizer
+    Regularizers = Declared
+else:
+    Regularizers = create_model(
+        "Regularizers",
+        __base__=Declared,
+        **{name: (cls.Spec | None, None) for name, cls in REGULARIZERS.items()},
+    )
+    Regularizers.where = "method_kwargs.regularizers"
+
+
+class MAERegKwargs(MAEKwargs):
+    regularizers: Regularizers = Regularizers()
+    reset_classifier: bool = False
+    # Read by MAGMA's code but without effect there (log_images draws matrices; the disparity keys
+    # are defaulted and never used); accepted so its recipes run unchanged.
+    ignored: ClassVar[frozenset[str]] = frozenset(
+        {"log_images", "disparity_loss_gamma", "disparity_loss_rbf_scale", "scheduler"}
+    )
+
+    def dump(self) -> dict[str, Any]:
+        out = self.model_dump()
+        out["regularizers"] = {k: v for k, v in out["regularizers"].items() if v is not None}
+        return out
 
 
 class MAERegularized(MAE):
-    def __init__(self, cfg: DictConfig):
-        super().__init__(cfg)
+    Kwargs: ClassVar[type[MAEKwargs]] = MAERegKwargs
+
+    def __init__(self, cfg: DictConfig, kwargs: MAEKwargs | None = None):
+        super().__init__(cfg, kwargs)
+        # the validated blocks themselves: each weight schedule as the config layer built it
+        blocks = cast(MAERegKwargs, self.kwargs).regularizers
         self.regularizers = [
-            REGULARIZERS[name](spec) for name, spec in cfg.method_kwargs.regularizers.items()
+            REGULARIZERS[name](spec) for name in REGULARIZERS if (spec := getattr(blocks, name)) is not None
         ]
         self._weights: dict[str, float] = {}
 

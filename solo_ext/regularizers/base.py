@@ -12,23 +12,19 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any, ClassVar, Literal, cast
+from typing import Any, ClassVar, Literal, cast
 
 import torch
 from pydantic import Field, ValidationInfo, model_validator
 
 from solo_ext.schedulers.weights import ConstantWeight, ScheduleSpec, WeightSchedule
-from solo_ext.utils.declared import Declared, Rule, number_in, plain
+from solo_ext.utils.declared import Declared, NonNegative, Rule, plain
 from solo_ext.utils.dist import gather
 from solo_ext.utils.errors import NO_VALUE
 
 # a block index, counted from the end when negative (checked against the backbone's depth)
 BlockIndex = int
 Features = Literal["cls", "mean"] | BlockIndex
-if TYPE_CHECKING:  # the type checker sees the number; pydantic, below, its checked range
-    NonNegative = float
-else:
-    NonNegative = number_in(0)
 
 
 def normalise_block(index: int, depth: int | None) -> int:
@@ -70,6 +66,12 @@ class RegularizerSpec(Declared):
         ),
         Rule("features", lambda spec, ctx: not outside(spec.features, ctx.get("depth")), blocks_text),
     )
+
+    @property
+    def schedule(self) -> ScheduleSpec:
+        """The weight's schedule (validation makes a constant ``weight`` one)."""
+        assert self.scheduler is not None
+        return self.scheduler
 
     @model_validator(mode="after")
     def _normalised(self, info: ValidationInfo) -> RegularizerSpec:
@@ -114,10 +116,8 @@ class Regularizer(ABC):
         if not isinstance(spec, RegularizerSpec):  # a stored block (args.json, a checkpoint)
             spec = self.Spec.model_validate(plain(spec))
         self.spec = spec.model_dump()
-        # a validated spec always has its scheduler (a constant weight becomes one)
-        assert spec.scheduler is not None
-        self.schedule: WeightSchedule = spec.scheduler
-        self.per_step = spec.scheduler.interval == "step"
+        self.schedule: WeightSchedule = spec.schedule
+        self.per_step = spec.schedule.interval == "step"
         self.features = spec.features
         self.gather = spec.gather
 

@@ -9,7 +9,7 @@ tr(YᵀLY)/b² with L the normalised graph Laplacian. Per process by default, as
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Annotated, ClassVar
+from typing import Annotated, ClassVar
 
 import torch
 from pydantic import Field, ValidationInfo, model_validator
@@ -24,12 +24,7 @@ from solo_ext.regularizers.base import (
     outside,
     regularized_features,
 )
-from solo_ext.utils.declared import Rule, number_in
-
-if TYPE_CHECKING:  # the type checker sees the number; pydantic, below, its checked range
-    Positive = float
-else:
-    Positive = number_in(0, low_open=True)
+from solo_ext.utils.declared import Positive, Rule
 
 
 class MagmaSpec(RegularizerSpec):

@@ -1,15 +1,10 @@
 """M-MAE's total-coding-rate regularizer (Tan et al., ICML 2024): -logdet(I + mu/d · ZᵀZ)."""
 
-from typing import TYPE_CHECKING, ClassVar
+from typing import ClassVar
 
 from solo_ext.losses.tcr import tcr_loss
 from solo_ext.regularizers.base import Regularizer, RegularizerSpec
-from solo_ext.utils.declared import number_in
-
-if TYPE_CHECKING:  # the type checker sees the number; pydantic, below, its checked range
-    Positive = float
-else:
-    Positive = number_in(0, low_open=True)
+from solo_ext.utils.declared import Positive
 
 
 class TCRSpec(RegularizerSpec):

@@ -10,7 +10,7 @@ from typing import Any, cast
 import lightning.pytorch as pl
 from omegaconf import DictConfig, OmegaConf
 
-from solo_ext.config.pretrain import parse_cfg
+from solo_ext.config.pretrain import parse_run
 from solo_ext.data import (
     dataset_mean_std,
 )
@@ -75,7 +75,7 @@ def regularizer_lines(cfg: DictConfig) -> list[str]:
 
 def run_pretrain(raw_cfg: DictConfig, plugins: list | None = None) -> pl.Trainer:
     """``main_pretrain.py`` on a composed config; ``plugins``: see :func:`build_trainer`."""
-    cfg = parse_cfg(raw_cfg, plugins)
+    cfg, method_kwargs = parse_run(raw_cfg, plugins)
     check_not_multirun_ddp(cfg)
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     train_loader, val_loaders = build_pretrain_loaders(cfg)
@@ -85,15 +85,17 @@ def run_pretrain(raw_cfg: DictConfig, plugins: list | None = None) -> pl.Trainer
     run_dir = Path(cfg.checkpoint.dir) / cfg.method / run_id
     lock = claim_run_folder(run_dir)
     try:
-        trainer, model = fit_pretrain(cfg, train_loader, val_loaders, run_dir, run_id, ckpt_path, plugins)
+        trainer, model = fit_pretrain(
+            cfg, train_loader, val_loaders, run_dir, run_id, ckpt_path, plugins, method_kwargs
+        )
     finally:
         if lock is not None:
             lock.release()
     return trainer
 
 
-def fit_pretrain(cfg, train_loader, val_loaders, run_dir, run_id, ckpt_path, plugins):
-    model = METHODS[cfg.method](cfg)
+def fit_pretrain(cfg, train_loader, val_loaders, run_dir, run_id, ckpt_path, plugins, method_kwargs=None):
+    model = METHODS[cfg.method](cfg, method_kwargs)
     record_knn_bank(cfg, train_loader, model.features_dim)
     callbacks = [run_checkpointer(cfg, run_dir, run_id)]
     if val_loaders:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import difflib
 from collections.abc import Callable, Iterable, Mapping
-from typing import Annotated, Any, ClassVar, NamedTuple
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, NamedTuple
 
 from pydantic import (
     AfterValidator,
@@ -80,6 +80,31 @@ def number_in(
 
     base = int if integer else Annotated[float, Field(allow_inf_nan=False)]
     return Annotated[base, AfterValidator(inside), NumberRange(bounds.strip())]
+
+
+# the ranged numbers every declared block uses
+if TYPE_CHECKING:  # the type checker sees the number; pydantic, below, its checked range
+    PositiveInt = int
+    NonNegativeInt = int
+    Positive = float
+    NonNegative = float
+    UnitInterval = float
+    BelowOne = float
+    OpenUnitInterval = float
+    SampleCount = int
+    ImageCount = int
+else:
+    PositiveInt = number_in(1, integer=True)
+    NonNegativeInt = number_in(0, integer=True)
+    Positive = number_in(0, low_open=True)
+    NonNegative = number_in(0)
+    UnitInterval = number_in(0, 1)
+    BelowOne = number_in(0, 1, high_open=True)
+    OpenUnitInterval = number_in(0, 1, low_open=True, high_open=True)
+    SampleCount = number_in(2, integer=True)
+    ImageCount = number_in(1, 64, integer=True)
+# a name or path: any non-empty string
+Name = Annotated[str, Field(min_length=1)]
 
 
 def did_you_mean(value: Any, valid: Iterable[Any]) -> str:

@@ -252,3 +252,31 @@ def test_magma_flat_keys_are_named_as_written(tmp_path, flat, message):
     with pytest.raises(ConfigError) as err:
         parse_cfg(tiny_cfg(tmp_path, method_kwargs=flat))
     assert str(err.value).startswith(message)
+
+
+def test_each_method_declares_its_kwargs_and_the_schema_derives_its_registry():
+    from solo_ext.config.schema import METHOD_KWARGS
+
+    assert METHOD_KWARGS == {name: method.Kwargs for name, method in METHODS.items()}
+    for name, method in METHODS.items():
+        # declared in the module of the method (or of the method it extends), not in the config layer
+        owners = {cls.__module__ for cls in method.__mro__}
+        assert method.Kwargs.__module__ in owners, name
+        assert method.Kwargs.__module__.startswith("solo_ext.methods."), name
+
+
+def test_the_runner_hands_the_method_the_weights_as_validated_once(tmp_path):
+    """Between the YAML and the loss a regularizer's weight is validated once: the method holds
+    the very schedule objects the config layer built (no second validation of a stored copy),
+    and a method built from the stored config alone gets equal ones."""
+    from solo_ext.config.pretrain import parse_run
+
+    cfg, kwargs = parse_run(tiny_cfg(tmp_path, method_kwargs={"regularizers": ALL_REGULARIZERS}))
+    model = METHODS[cfg.method](cfg, kwargs)
+    assert [r.name for r in model.regularizers] == ["uniformity", "tcr", "magma"]
+    for reg in model.regularizers:
+        assert reg.schedule is getattr(kwargs.regularizers, reg.name).scheduler
+    stored = METHODS[cfg.method](cfg)
+    for reg, again in zip(model.regularizers, stored.regularizers):
+        assert again.schedule == reg.schedule and again.schedule is not reg.schedule
+    assert cfg.derived.regularizers.tcr.effective_weight == 0.1
