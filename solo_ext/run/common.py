@@ -48,6 +48,22 @@ from solo_ext.utils.runfolder import (
 RUN_ID_ENV, CKPT_ENV = "SOLO_EXT_RUN_ID", "SOLO_EXT_RESUME_CKPT"
 
 
+def loader_arguments(cfg: DictConfig) -> dict[str, Any]:
+    """What the loaders of data/runs.py read from any run's config: its folders and how it reads
+    them, the batch, the seed and whether the online kNN bank needs the clean training set."""
+    data = cfg.data
+    return {
+        "train_path": data.train_path,
+        "val_path": data.val_path,
+        "data_format": data.format,
+        "fraction": data.fraction,
+        "num_workers": data.num_workers,
+        "batch_size": cfg.optimizer.batch_size,
+        "seed": cfg.seed,
+        "clean_bank": cfg.knn_eval.enabled and cfg.knn_eval.bank == "clean",
+    }
+
+
 def job_fingerprint(cfg: DictConfig, keys=SHOULD_MATCH) -> str:
     """The settings a scheduler's job identity is combined with (SHOULD_MATCH's values), so that
     one job running several trainings (seeds one after the other, a Hydra multirun) gives each its

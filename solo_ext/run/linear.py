@@ -24,6 +24,7 @@ from solo_ext.run.common import (
     claim_run_folder,
     finish_run,
     knn_bank_line,
+    loader_arguments,
     record_knn_bank,
     resolve_run,
     run_checkpointer,
@@ -62,19 +63,8 @@ def load_backbone(cfg: DictConfig) -> MaskedViT:
 
 def build_linear_loaders(cfg: DictConfig, crop_size: int) -> tuple[DataLoader, list[DataLoader]]:
     """The run's loaders (:func:`solo_ext.data.runs.linear_loaders`) from its config."""
-    data = cfg.data
     return linear_loaders(
-        data.dataset,
-        train_path=data.train_path,
-        val_path=data.val_path,
-        data_format=data.format,
-        fraction=data.fraction,
-        num_workers=data.num_workers,
-        crop_size=crop_size,
-        batch_size=cfg.optimizer.batch_size,
-        seed=cfg.seed,
-        auto_augment=cfg.auto_augment,
-        clean_bank=cfg.knn_eval.enabled and cfg.knn_eval.bank == "clean",
+        cfg.data.dataset, **loader_arguments(cfg), crop_size=crop_size, auto_augment=cfg.auto_augment
     )
 
 

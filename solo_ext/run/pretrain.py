@@ -26,6 +26,7 @@ from solo_ext.run.common import (
     claim_run_folder,
     finish_run,
     knn_bank_line,
+    loader_arguments,
     record_knn_bank,
     resolve_run,
     run_checkpointer,
@@ -34,21 +35,13 @@ from solo_ext.run.common import (
 
 def build_pretrain_loaders(cfg: DictConfig):
     """The run's loaders (:func:`solo_ext.data.runs.pretrain_loaders`) from its config."""
-    data = cfg.data
     return pretrain_loaders(
-        data.dataset,
-        train_path=data.train_path,
-        val_path=data.val_path,
-        data_format=data.format,
-        fraction=data.fraction,
-        no_labels=data.no_labels,
-        num_workers=data.num_workers,
+        cfg.data.dataset,
+        **loader_arguments(cfg),
+        no_labels=cfg.data.no_labels,
         augmentations=[
             cast(dict[str, Any], OmegaConf.to_container(aug, resolve=True)) for aug in cfg.augmentations
         ],
-        batch_size=cfg.optimizer.batch_size,
-        seed=cfg.seed,
-        clean_bank=cfg.knn_eval.enabled and cfg.knn_eval.bank == "clean",
     )
 
 
