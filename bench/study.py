@@ -4,7 +4,7 @@ x0.1, x1, x10 its recipe value), several seeds, at equal budget (the recipes' 20
 pretraining run the cached-feature probe (scripts/linear/digits/linear.yaml) and offline kNN
 (main_knn.py, the run's own k, T and distance), each on cls and on mean features; then the report.
 
-    python bench/study.py --out study/digits --seeds 0 1 2 3 4 --jobs 2
+    python bench/study.py --out study/digits-equal --seeds 0 1 2 3 4 --jobs 2 --report-out docs/results
 
 Every command is printed before it runs and appended to <out>/commands.txt. Pretraining runs
 auto-resume (the recipes' auto_resume), so a stopped study continues where it was by running the
@@ -174,7 +174,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--out", type=Path, default=Path("study/digits"))
+    parser.add_argument("--out", type=Path, default=Path("study/digits-equal"))
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     parser.add_argument("--jobs", type=int, default=2, help="runs at once (each with CPUs/jobs threads)")
     parser.add_argument("--report-out", type=Path, help="also write the report here (e.g. docs/results)")
