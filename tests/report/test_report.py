@@ -233,19 +233,29 @@ def test_n_per_metric_when_values_are_missing_or_not_finite(tmp_path):
     assert cells["effective rank"] == f"21.00 ± {t_half_width([20.0, 22.0]):.2f} (n=2)"
 
 
-def test_offline_knn_is_the_runs_own_protocol_row_unless_asked(tmp_path):
+def knn_measured_run(tmp_path: Path, rows: list[tuple], best: int) -> Path:
+    """A mean-feature run (k 20, T 0.07, cosine) with main_knn.py's table of ``rows``
+    ((feature_type, k, T, acc1), ...) and its best row at index ``best``."""
     run = fake_run(tmp_path, "a0", "mae", 0, None, 60.0, 20.0)
     args = json.loads((run / "args.json").read_text())
     args["knn_eval"] = {"k": 20, "T": 0.07, "distance_func": "cosine"}
     args["method_kwargs"]["online_features"] = "mean"
     (run / "args.json").write_text(json.dumps(args))
-    rows = [
-        {"feature_type": "mean", "distance": "cosine", "k": k, "T": T, "acc1": acc}
-        for k, T, acc in ((10, 0.07, 75.0), (20, 0.07, 70.0), (20, 0.2, 80.0), (50, 0.07, 72.0))
-    ]
+    table = [{"feature_type": f, "distance": "cosine", "k": k, "T": T, "acc1": acc} for f, k, T, acc in rows]
     results = json.loads((run / "results.json").read_text())
-    results["offline_knn"] = {"rows": rows, "best": rows[2]}
+    results["offline_knn"] = {"rows": table, "best": table[best]}
     (run / "results.json").write_text(json.dumps(results))
+    return run
+
+
+def test_offline_knn_is_the_runs_own_protocol_row_unless_asked(tmp_path):
+    rows = [
+        ("mean", 10, 0.07, 75.0),
+        ("mean", 20, 0.07, 70.0),
+        ("mean", 20, 0.2, 80.0),
+        ("mean", 50, 0.07, 72.0),
+    ]
+    knn_measured_run(tmp_path, rows, best=2)
     report = make_report([tmp_path])
     assert table_cells(report)["offline kNN acc1"] == "70.00"
     assert "Offline kNN: the run's own protocol." in report
@@ -273,18 +283,13 @@ def test_offline_knn_and_probes_on_both_feature_kinds_get_a_column_each(tmp_path
     """A run measured on cls and mean features (main_knn.py --feature_type cls mean, a probe per
     kind) is reported on both: the run's own k, T and distance on each kind, the probe's effective
     rank beside its accuracy, and the probe curves drawn."""
-    run = fake_run(tmp_path, "a0", "mae", 0, None, 60.0, 20.0)
-    args = json.loads((run / "args.json").read_text())
-    args["knn_eval"] = {"k": 20, "T": 0.07, "distance_func": "cosine"}
-    args["method_kwargs"]["online_features"] = "mean"
-    (run / "args.json").write_text(json.dumps(args))
     rows = [
-        {"feature_type": f, "distance": "cosine", "k": k, "T": 0.07, "acc1": acc}
-        for f, k, acc in (("mean", 20, 70.0), ("mean", 10, 90.0), ("cls", 20, 55.0), ("cls", 10, 95.0))
+        ("mean", 20, 0.07, 70.0),
+        ("mean", 10, 0.07, 90.0),
+        ("cls", 20, 0.07, 55.0),
+        ("cls", 10, 0.07, 95.0),
     ]
-    results = json.loads((run / "results.json").read_text())
-    results["offline_knn"] = {"rows": rows, "best": rows[3]}
-    (run / "results.json").write_text(json.dumps(results))
+    run = knn_measured_run(tmp_path, rows, best=3)
     for kind, acc, rank in (("cls", 81.0, 30.0), ("mean", 84.0, 40.0)):
         probe = linear_run(tmp_path, f"p-{kind}", run, f"probe on frozen {kind} features", acc)
         stored = json.loads((probe / "results.json").read_text())
