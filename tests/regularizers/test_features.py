@@ -59,3 +59,33 @@ def test_each_regularizer_applies_its_loss_to_its_features(name, spec, loss):
     torch.testing.assert_close(value, loss(feature_of(out, spec["features"], {0: 0, 1: 1})))
     assert logs == {}
     assert reg.blocks() == ({spec["features"]} if isinstance(spec["features"], int) else set())
+
+
+def test_a_stored_block_builds_the_same_regularizer_as_a_validated_one():
+    """A block read back from args.json (a mapping) is validated into its Spec; the regularizer
+    then reads, gathers and weighs as one built from the validated Spec."""
+    stored = {"scheduler": {"name": "constant", "weight": 0.5}, "features": 1, "gather": True}
+    reg = REGULARIZERS["uniformity"](stored)
+    again = REGULARIZERS["uniformity"](REGULARIZERS["uniformity"].Spec.model_validate(stored))
+    assert reg.spec == again.spec and reg.weight(3, 2, 0.5) == 0.5 and reg.gather is True
+    out = _out()
+    loss, _ = reg(out, {1: 1})
+    torch.testing.assert_close(loss, uniformity_loss(out["blocks"][1][:, 1:].mean(dim=1)))
+    assert set(out["gathered"]) == {1}  # read through the gather, once
+
+
+def test_magma_reads_every_block_through_the_gather_with_its_own_graph_options():
+    from solo_ext.losses.magma import magma_loss
+
+    spec = {"layers": [0], "target_layer": 1, "weight": 1.0, "gather": True, "fixed_gamma": 0.3}
+    reg = REGULARIZERS["magma"](spec)
+    out = _out()
+    loss, _ = reg(out, {0: 0, 1: 1})
+    x, y = (out["blocks"][i][:, 1:].mean(dim=1) for i in (0, 1))
+    torch.testing.assert_close(loss, magma_loss(x, y, fixed_gamma=0.3))
+    assert set(out["gathered"]) == {0, 1}
+    # scaling the distances matters only with a fixed bandwidth (with the batch's, it cancels)
+    scaled = REGULARIZERS["magma"]({**spec, "scale_euclidean_distance": True})
+    scaled_loss = scaled(_out(), {0: 0, 1: 1})[0]
+    torch.testing.assert_close(scaled_loss, magma_loss(x, y, fixed_gamma=0.3, scale_euclidean_distance=True))
+    assert not torch.isclose(loss, scaled_loss)

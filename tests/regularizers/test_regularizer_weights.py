@@ -47,3 +47,16 @@ def test_a_fit_logs_the_weight_of_each_step(tmp_path, monkeypatch, interval):
         assert seen == [step / 8 for step in range(8)]
     else:
         assert seen == [0.0] * 4 + [0.5] * 4
+
+
+def test_block_indices_at_their_edges():
+    """A block index lies in [-depth, depth); negative ones count from the end; without a depth
+    an index is left as given; the refusal names the range."""
+    from solo_ext.regularizers.base import blocks_text, normalise_block, outside
+
+    assert normalise_block(-1, 6) == 5 and normalise_block(-6, 6) == 0 and normalise_block(5, 6) == 5
+    assert normalise_block(-1, None) == -1 and normalise_block(7, None) == 7
+    assert not outside(-6, 6) and not outside(5, 6)
+    assert outside(-7, 6) and outside(6, 6)
+    assert not outside(100, None) and not outside("cls", 6)
+    assert blocks_text(None, {"depth": 6}) == "the backbone has 6 blocks; allowed -6..5"
