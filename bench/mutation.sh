@@ -30,7 +30,8 @@ modules[regularizers]='"solo_ext/regularizers/*.py"'
 # the fits of test_mae_reg cost seconds per mutant: its config and single-step tests only
 tests[regularizers]='"tests/regularizers", "tests/config/test_pretrain_args.py", "tests/methods/test_mae_reg.py::test_bad_regularizer_config_is_one_line", "tests/methods/test_mae_reg.py::test_loss_is_reconstruction_plus_weighted_regularizers", "tests/methods/test_mae_reg.py::test_zero_weight_regularizer_is_not_computed", "tests/methods/test_mae_reg.py::test_weights_follow_the_schedule_by_epoch"'
 modules[config]='"solo_ext/config/pretrain.py"'
-tests[config]='"tests/config/test_pretrain_args.py", "tests/optim/test_lr_schedule.py::test_warmup_start_lr_and_min_lr_are_scaled_like_lr", "tests/methods/test_mae_reg.py::test_lr_is_scaled_by_global_batch"'
+# test_lightning: the derived precision and world size; test_knn_bank: the kNN protocol's bank line
+tests[config]='"tests/config/test_pretrain_args.py", "tests/config/test_lightning.py", "tests/methods/test_knn_bank.py", "tests/optim/test_lr_schedule.py::test_warmup_start_lr_and_min_lr_are_scaled_like_lr", "tests/methods/test_mae_reg.py::test_lr_is_scaled_by_global_batch"'
 modules[schedulers]='"solo_ext/schedulers/*.py"'
 tests[schedulers]='"tests/schedulers", "tests/methods/test_mae_reg.py::test_weights_follow_the_schedule_by_epoch"'
 # the optimizer factory: groups, the lr schedule (its Lightning wiring is checked by real fits)
