@@ -21,7 +21,6 @@ from solo_ext.config.schema import METHOD_KWARGS, LinearConfig, PretrainConfig, 
 from solo_ext.data.augmentations import crop_size_of
 from solo_ext.data.info import num_classes_of
 from solo_ext.methods.mae import MAEKwargs
-from solo_ext.regularizers import REGULARIZERS
 from solo_ext.schedulers.weights import WeightSchedule
 
 
@@ -105,8 +104,6 @@ def derive_regularizers(out: dict, mk: MAEKwargs) -> None:
     gradient, so the weight acts as written on any number of processes; the U-MAE and M-MAE code
     (whose gather returns the local slice) would need ``lamb = weight x processes`` for the same
     run, stored as ``upstream_lamb``."""
-    blocks = getattr(mk, "regularizers", None)
-    specs = {name: getattr(blocks, name) for name in REGULARIZERS if getattr(blocks, name, None) is not None}
     derived = out["derived"]
     per_process, world = out["optimizer"]["batch_size"], derived["world_size"]
     derived["regularizers"] = {
@@ -116,7 +113,7 @@ def derive_regularizers(out: dict, mk: MAEKwargs) -> None:
             "effective_weight": (peak := _peak_weight(spec.schedule, out["max_epochs"])),
             "upstream_lamb": peak * world if spec.gather else peak,
         }
-        for name, spec in specs.items()
+        for name, spec in mk.regularizer_specs().items()
     }
 
 

@@ -16,6 +16,7 @@ from solo_ext.backbones.loading import (
 from solo_ext.backbones.vit import Feature
 from solo_ext.losses.mae import mae_loss_func
 from solo_ext.methods.base import BaseMethod
+from solo_ext.regularizers.base import RegularizerSpec
 from solo_ext.utils.declared import BelowOne, Declared, Name, PositiveInt, Rule, plain
 from solo_ext.utils.index_noise import index_noise
 
@@ -60,6 +61,10 @@ class MAEKwargs(Declared):
     def dump(self) -> dict[str, Any]:
         """The values written to args.json."""
         return self.model_dump()
+
+    def regularizer_specs(self) -> dict[str, RegularizerSpec]:
+        """The validated block of each regularizer given, by name (plain MAE has none)."""
+        return {}
 
 
 class MAE(BaseMethod):

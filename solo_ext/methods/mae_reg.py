@@ -7,7 +7,7 @@ that form by the config layer (``solo_ext.config.compat``), so ``args.json`` sho
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, ClassVar, cast
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 from omegaconf import DictConfig
@@ -15,6 +15,7 @@ from pydantic import create_model
 
 from solo_ext.methods.mae import MAE, MAEKwargs
 from solo_ext.regularizers import REGULARIZERS
+from solo_ext.regularizers.base import RegularizerSpec
 from solo_ext.utils.declared import Declared
 
 # method_kwargs.regularizers: one optional block per registered regularizer
@@ -43,6 +44,9 @@ class MAERegKwargs(MAEKwargs):
         out["regularizers"] = {k: v for k, v in out["regularizers"].items() if v is not None}
         return out
 
+    def regularizer_specs(self) -> dict[str, RegularizerSpec]:
+        return {name: spec for name in REGULARIZERS if (spec := getattr(self.regularizers, name)) is not None}
+
 
 class MAERegularized(MAE):
     Kwargs: ClassVar[type[MAEKwargs]] = MAERegKwargs
@@ -50,10 +54,8 @@ class MAERegularized(MAE):
     def __init__(self, cfg: DictConfig, kwargs: MAEKwargs | None = None):
         super().__init__(cfg, kwargs)
         # the validated blocks themselves: each weight schedule as the config layer built it
-        blocks = cast(MAERegKwargs, self.kwargs).regularizers
-        self.regularizers = [
-            REGULARIZERS[name](spec) for name in REGULARIZERS if (spec := getattr(blocks, name)) is not None
-        ]
+        specs = self.kwargs.regularizer_specs()
+        self.regularizers = [REGULARIZERS[name](spec) for name, spec in specs.items()]
         self._weights: dict[str, float] = {}
 
     def current_weights(self, batch_idx: int) -> dict[str, float]:
